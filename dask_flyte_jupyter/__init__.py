@@ -1,0 +1,21 @@
+"""Run a notebook cell as a Flyte dask task on its own dedicated dask cluster.
+
+``%load_ext dask_flyte_jupyter`` registers the ``%%flyte_dask`` magic. Loading stays fast:
+flytekit and distributed are imported on the first run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    from .magics import FlyteDaskMagics
+
+    ipython.register_magics(FlyteDaskMagics(ipython))
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Nothing to undo: runs leave nothing running behind them."""

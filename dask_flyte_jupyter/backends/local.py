@@ -1,0 +1,137 @@
+"""The embedded default backend: flytekit local execution on a dedicated ``LocalCluster``.
+
+The cluster is started by the task's ``pre_execute`` hook, which flytekit only calls when the task
+really runs, so a cache hit starts nothing. While the task runs, ``Client()`` with no arguments
+connects to the cluster through dask's ``scheduler-address`` setting, as the dask operator arranges
+in a Flyte pod with ``DASK_SCHEDULER_ADDRESS``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from typing import Any
+
+from ..cell import CellProgram
+from ..run import RunHandle
+from ..spec import ClusterSpec, LocalShape, local_shape
+from ..task import CellTask, build_task
+
+ADDRESS_VARIABLE = "DASK_SCHEDULER_ADDRESS"
+
+
+def machine_shape() -> tuple[int, int]:
+    """Cores and memory (bytes) this kernel may use."""
+    import psutil
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores or 1, psutil.virtual_memory().total
+
+
+def _on_demand_task_class() -> type:
+    """A ``DaskTask`` whose cluster starts when flytekit actually executes it."""
+    from flytekitplugins.dask.task import DaskTask
+
+    class OnDemandClusterDaskTask(DaskTask):  # type: ignore[misc]
+        start_cluster: Callable[[], None] = staticmethod(lambda: None)
+
+        def pre_execute(self, user_params: Any) -> Any:
+            self.start_cluster()
+            return super().pre_execute(user_params)
+
+    return OnDemandClusterDaskTask
+
+
+class LocalBackend:
+    """Runs cell tasks with flytekit local execution, each on its own ``LocalCluster``."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self._task_class: type | None = None
+
+    def build(
+        self, program: CellProgram, spec: ClusterSpec, namespace: Mapping[str, object]
+    ) -> CellTask:
+        if self._task_class is None:
+            self._task_class = _on_demand_task_class()
+        return build_task(program, spec, namespace, task_class=self._task_class)
+
+    def run(
+        self, cell_task: CellTask, inputs: Mapping[str, object], handle: RunHandle
+    ) -> dict[str, Any]:
+        """Executes the task; returns its outputs by name. Nothing it started outlives it."""
+        cores, memory = machine_shape()
+        shape = local_shape(handle.spec, cores, memory)
+
+        with ExitStack() as cleanup:
+            task = cell_task.task
+            task.start_cluster = lambda: _start_cluster(shape, handle, cleanup)
+            outputs = task(**inputs)
+            handle.cache_hit = handle.dashboard_link is None
+            if not handle.cache_hit:
+                handle.begin("stopping cluster")
+        return _as_dict(outputs, cell_task)
+
+
+def _start_cluster(shape: LocalShape, handle: RunHandle, cleanup: ExitStack) -> None:
+    """Starts the dedicated cluster and points ``Client()`` at it until ``cleanup`` closes."""
+    import dask
+    from distributed import LocalCluster
+
+    handle.begin("starting cluster")
+    main = sys.modules["__main__"]
+    if not hasattr(main, "__spec__"):
+        # IPython's stand-in __main__ has no __spec__; multiprocessing's spawn needs one.
+        main.__spec__ = None
+    handle.shape = shape
+    for note in shape.notes:
+        handle.note(note)
+    workdir = tempfile.mkdtemp(prefix="flyte-dask-")
+    cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+    cluster = LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=shape.workers,
+        threads_per_worker=shape.threads_per_worker,
+        memory_limit=shape.memory_limit if shape.memory_limit is not None else "auto",
+        processes=True,
+        dashboard_address="127.0.0.1:0",
+        host="127.0.0.1",
+        local_directory=workdir,
+        silence_logs=logging.ERROR,
+    )
+    cleanup.callback(_close_cluster, cluster)
+    address = cluster.scheduler_address
+    handle.dashboard_link = cluster.dashboard_link
+    cleanup.enter_context(dask.config.set({"scheduler-address": address}))
+    cleanup.callback(_restore_variable, os.environ.get(ADDRESS_VARIABLE))
+    os.environ[ADDRESS_VARIABLE] = address
+    handle.begin("running")
+
+
+def _restore_variable(previous: str | None) -> None:
+    if previous is None:
+        os.environ.pop(ADDRESS_VARIABLE, None)
+    else:
+        os.environ[ADDRESS_VARIABLE] = previous
+
+
+def _close_cluster(cluster: Any) -> None:
+    """Closes the clients the cell opened on this cluster, then the cluster itself."""
+    from distributed.client import _global_clients
+
+    for client in list(_global_clients.values()):
+        if client.scheduler is not None and client.scheduler.address == cluster.scheduler_address:
+            client.close()  # type: ignore[no-untyped-call]
+    cluster.close()
+
+
+def _as_dict(outputs: Any, cell_task: CellTask) -> dict[str, Any]:
+    names = [*cell_task.output_names, "flyte_dask_dropped"]
+    if len(names) == 1:
+        return {names[0]: outputs}
+    return dict(zip(names, outputs, strict=True))

@@ -1,0 +1,154 @@
+"""The ``%%flyte_dask`` magic: parse the line, delegate to the pipeline, store the results."""
+
+from __future__ import annotations
+
+import keyword
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from .cell import CellError, analyse_cell
+from .spec import ClusterSpec, SpecError, spec_from_options
+
+#: Options of the magic that map one to one onto ClusterSpec fields (flag -> argparse dest).
+SPEC_FLAGS = {
+    "workers": "workers",
+    "worker-cpu": "worker_cpu",
+    "worker-mem": "worker_mem",
+    "worker-gpu": "worker_gpu",
+    "scheduler-cpu": "scheduler_cpu",
+    "scheduler-mem": "scheduler_mem",
+    "image": "image",
+    "interruptible": "interruptible",
+    "cache": "cache",
+    "cache-version": "cache_version",
+    "name": "name",
+}
+NOT_YET = {
+    "remote": "--remote",
+    "project": "--project",
+    "domain": "--domain",
+    "config": "--config",
+    "dry_run": "--dry-run",
+    "export": "--export",
+}
+
+
+@magics_class
+class FlyteDaskMagics(Magics):
+    """Magics of dask_flyte_jupyter. Kernel defaults and the run history live here."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.defaults = ClusterSpec()
+        self.runs: list[Any] = []  # RunHandle, newest last
+
+    @property
+    def namespace(self) -> dict[str, Any]:
+        assert self.shell is not None
+        return self.shell.user_ns  # type: ignore[no-any-return]
+
+    @magic_arguments()
+    @argument("--workers", type=str, metavar="N", help="number of dask workers (>= 1)")
+    @argument("--worker-cpu", metavar="Q", help="CPU limit per worker, e.g. 2 or 500m")
+    @argument("--worker-mem", metavar="Q", help="memory limit per worker, e.g. 4Gi or 512Mi")
+    @argument("--worker-gpu", type=str, metavar="N", help="GPUs per worker")
+    @argument("--scheduler-cpu", metavar="Q", help="CPU request of the scheduler pod")
+    @argument("--scheduler-mem", metavar="Q", help="memory request of the scheduler pod")
+    @argument("--image", metavar="IMAGE", help="task image (job runner, scheduler, workers)")
+    @argument(
+        "--interruptible",
+        action="store_true",
+        default=None,
+        help="run workers on spot/preemptible nodes",
+    )
+    @argument(
+        "--cache",
+        action="store_true",
+        default=None,
+        help="cache the whole task: an unchanged cell with equal inputs returns at once",
+    )
+    @argument(
+        "--cache-version",
+        metavar="V",
+        help="cache version (default: a hash of the cell code and the cluster spec)",
+    )
+    @argument("--name", metavar="NAME", help="task name (default: derived from the cell text)")
+    @argument("--inputs", metavar="a,b", help="use these notebook names as inputs")
+    @argument("--outputs", metavar="x,y", help="write only these names back to the notebook")
+    @argument("--out", metavar="VAR", help="store the run handle in VAR")
+    @argument("--remote", action="store_true", help="run on a Flyte cluster (not yet available)")
+    @argument("--project", help="Flyte project (with --remote)")
+    @argument("--domain", help="Flyte domain (with --remote)")
+    @argument("--config", metavar="PATH", help="flytectl config file (with --remote)")
+    @argument(
+        "--dry-run",
+        action="store_true",
+        help="show the Flyte task and DaskJob it would create (not yet available)",
+    )
+    @argument(
+        "--export", metavar="PATH", help="write the cell as a flytekit module (not yet available)"
+    )
+    @cell_magic
+    def flyte_dask(self, line: str, cell: str) -> Any:
+        """Run this cell as a Flyte dask task on its own dedicated dask cluster.
+
+        The cell's free names that exist in the notebook become the task's inputs (modules are
+        re-imported, functions and classes travel by value); the names it assigns are written
+        back into the notebook when the run succeeds; its last expression is the cell's result.
+        Inside the cell, ``distributed.Client()`` with no arguments connects to the cell's own
+        cluster, which is started for the run and torn down when the cell ends.
+
+        Example::
+
+            %%flyte_dask --workers 4 --worker-cpu 2 --worker-mem 4Gi
+            from distributed import Client
+            client = Client()
+            result = client.gather(client.map(inc, range(n)))
+            sum(result)
+
+        Quantities use Kubernetes syntax (2, 500m, 1.5 for CPU; 512Mi, 4Gi, 1G for memory).
+        Locally the cluster is scaled down to fit the machine, with a note saying so.
+        Error line numbers count the %%flyte_dask line as line 1, as JupyterLab shows them.
+        """
+        args = parse_argstring(self.flyte_dask, line)
+        for dest, flag in NOT_YET.items():
+            if getattr(args, dest):
+                raise UsageError(
+                    f"{flag} is not yet available in this version of dask_flyte_jupyter"
+                )
+        out_var = _identifier_or_none(args.out, "--out")
+        try:
+            spec = spec_from_options(
+                {flag: getattr(args, dest) for flag, dest in SPEC_FLAGS.items()},
+                base=self.defaults,
+            )
+            program = analyse_cell(
+                cell,
+                self.namespace,
+                inputs=_name_list(args.inputs, "--inputs"),
+                outputs=_name_list(args.outputs, "--outputs"),
+            )
+        except (SpecError, CellError) as error:
+            raise UsageError(str(error)) from None
+
+        from .execute import execute_cell  # imports flytekit: only when a cell runs
+
+        return execute_cell(self, program, spec, out_var)
+
+
+def _name_list(text: str | None, flag: str) -> list[str] | None:
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        _identifier_or_none(name, flag)
+    return names
+
+
+def _identifier_or_none(name: str | None, flag: str) -> str | None:
+    if name is not None and (not name.isidentifier() or keyword.iskeyword(name)):
+        raise UsageError(f"{flag}: {name!r} is not a valid Python name")
+    return name

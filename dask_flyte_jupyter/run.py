@@ -1,0 +1,125 @@
+"""The run handle: what one ``%%flyte_dask`` run did, as it happens and after."""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .spec import ClusterSpec, LocalShape
+
+#: Final statuses of a run.
+FINAL = ("succeeded", "cached", "failed", "interrupted")
+
+
+@dataclass
+class RunHandle:
+    """Status, timings, outputs and links of one run (``--out VAR`` stores it)."""
+
+    name: str
+    spec: ClusterSpec
+    backend: str = "local"
+    version: str = ""
+    status: str = "pending"
+    started_at: datetime = field(default_factory=datetime.now)
+    phases: dict[str, float] = field(default_factory=dict)
+    shape: LocalShape | None = None
+    notes: list[str] = field(default_factory=list)
+    dashboard_link: str | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+    value: Any = None
+    error: BaseException | None = None
+    failed_phase: str | None = None
+    current_phase: str | None = None
+    cache_hit: bool = False
+    listeners: list[Callable[[RunHandle, str], None]] = field(default_factory=list, repr=False)
+    _phase_start: float = field(default=0.0, repr=False)
+    _created: float = field(default_factory=time.perf_counter, repr=False)
+    _ended: float | None = field(default=None, repr=False)
+
+    @property
+    def duration(self) -> float:
+        """Seconds from start to end (or to now while running)."""
+        end = self._ended if self._ended is not None else time.perf_counter()
+        return end - self._created
+
+    def emit(self, event: str) -> None:
+        for listener in list(self.listeners):
+            listener(self, event)
+
+    def begin(self, phase: str) -> None:
+        """Ends the current phase (recording its time) and starts the next one."""
+        self._close_phase()
+        self.status = "running"
+        self.current_phase = phase
+        self._phase_start = time.perf_counter()
+        self.phases[phase] = 0.0
+        self.emit(f"phase:{phase}")
+
+    def _close_phase(self) -> None:
+        if self.current_phase is not None:
+            self.phases[self.current_phase] = time.perf_counter() - self._phase_start
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        self.emit("note")
+
+    def finish(self, status: str, error: BaseException | None = None) -> None:
+        self._close_phase()
+        if error is not None:
+            self.failed_phase = self.current_phase
+        self.current_phase = None
+        self.status = status
+        self.error = error
+        self._ended = time.perf_counter()
+        self.emit(f"status:{status}")
+
+    # ---- rendering -------------------------------------------------------------------------
+
+    def summary_rows(self) -> list[tuple[str, str]]:
+        rows = [
+            ("task", f"{self.name} (version {self.version})" if self.version else self.name),
+            ("status", self.status),
+            (
+                "requested",
+                self.spec.magic_line().removeprefix("%%flyte_dask").strip() or "defaults",
+            ),
+        ]
+        if self.shape is not None:
+            rows.append(("used", _shape_text(self.shape)))
+        if self.phases:
+            rows.append(("time", ", ".join(f"{k} {v:.2f}s" for k, v in self.phases.items())))
+        rows.append(("total", f"{self.duration:.2f}s"))
+        if self.outputs:
+            rows.append(
+                ("outputs", ", ".join(f"{k}: {type(v).__name__}" for k, v in self.outputs.items()))
+            )
+        if self.dashboard_link:
+            rows.append(("dashboard", self.dashboard_link))
+        rows.extend(("note", note) for note in self.notes)
+        return rows
+
+    def summary_text(self) -> str:
+        return "\n".join(f"{key:>10}: {value}" for key, value in self.summary_rows())
+
+    def summary_html(self) -> str:
+        cells = "".join(
+            f"<tr><th style='text-align:right'>{html.escape(k)}</th>"
+            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+            for k, v in self.summary_rows()
+        )
+        return f"<table class='flyte-dask-summary'>{cells}</table>"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
+        return {"text/plain": self.summary_text(), "text/html": self.summary_html()}
+
+
+def _shape_text(shape: LocalShape) -> str:
+    memory = (
+        f", {shape.memory_limit / 2**30:.2f} GiB each" if shape.memory_limit is not None else ""
+    )
+    return f"{shape.workers} workers x {shape.threads_per_worker} threads{memory}"
