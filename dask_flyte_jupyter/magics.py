@@ -139,6 +139,23 @@ class FlyteDaskMagics(Magics):
         return execute_cell(self, program, spec, out_var)
 
 
+def parse_magic_line(line: str) -> dict[str, object]:
+    """The options given on a ``%%flyte_dask`` line, by flag name (defaults left out).
+
+    This is the reference parser: the JupyterLab sidebar's parser is checked against it with the
+    shared vectors in ``tests/magic_line_vectors.json``. Raises ``UsageError`` like the magic.
+    """
+    text = line.strip()
+    if text.startswith("%%flyte_dask"):
+        text = text[len("%%flyte_dask") :]
+    args = parse_argstring(FlyteDaskMagics.flyte_dask, text)
+    return {
+        dest.replace("_", "-"): value
+        for dest, value in vars(args).items()
+        if value is not None and value is not False
+    }
+
+
 def _name_list(text: str | None, flag: str) -> list[str] | None:
     if text is None:
         return None

@@ -78,6 +78,24 @@ class RunHandle:
         self._ended = time.perf_counter()
         self.emit(f"status:{status}")
 
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-ready view of the run, for the run table and the JupyterLab sidebar."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "backend": self.backend,
+            "status": self.status,
+            "phase": self.current_phase,
+            "started": self.started_at.isoformat(timespec="seconds"),
+            "duration": round(self.duration, 3),
+            "requested": self.spec.to_options(),
+            "used": _shape_text(self.shape) if self.shape is not None else None,
+            "cache_hit": self.cache_hit,
+            "outputs": {k: type(v).__name__ for k, v in self.outputs.items()},
+            "dashboard": self.dashboard_link,
+            "error": f"{type(self.error).__name__}: {self.error}" if self.error else None,
+        }
+
     # ---- rendering -------------------------------------------------------------------------
 
     def summary_rows(self) -> list[tuple[str, str]]:
