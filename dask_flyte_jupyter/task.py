@@ -309,7 +309,10 @@ def build_task(
             ),
             container_image=spec.image,
         )
-    dask_task._name = name  # flytekit derives a file-based name outside IPython; keep ours
+    # flytekit prefixes the name with the module it was built from (found by walking the stack);
+    # a cell task belongs to no module, and its name must not depend on who called us.
+    dask_task._name = name
+    dask_task._instantiated_in = None
     return CellTask(
         task=dask_task,
         name=name,
