@@ -1,31 +1,256 @@
-"""How a run shows under the cell: notes as they come, a one-line result at the end."""
+"""How a run shows under the cell: a live view while it runs, a static summary when it ends.
+
+In a Jupyter frontend the live view is an ipywidgets view; elsewhere (terminal IPython, headless
+nbclient/nbconvert) it is plain text. When the run ends, the widget's output is replaced by the
+static summary (HTML and text), so a saved notebook holds no widget that needs a live kernel.
+"""
 
 from __future__ import annotations
 
+import html
+import os
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any, Protocol
 
-from .run import RunHandle
+from .run import FINAL, RunHandle
+
+#: Environment override of the progress view: "widget", "text" or "none".
+MODE_VARIABLE = "FLYTE_DASK_PROGRESS"
+#: The live view refreshes at most this often (seconds): about 10 updates a second.
+REFRESH = 0.1
+#: The text view prints task counts at most this often (seconds).
+TEXT_INTERVAL = 5.0
 
 
-def _print_event(handle: RunHandle, event: str) -> None:
-    if event == "note":
-        print(f"flyte_dask: {handle.notes[-1]}", file=sys.stderr)
-    elif event in ("status:succeeded", "status:cached"):
-        shape = handle.summary_rows()
-        used = dict(shape).get("used", "no cluster (cache hit)")
-        print(
-            f"flyte_dask: {handle.name} {handle.status} in {handle.duration:.2f}s on {used}",
-            file=sys.stderr,
+def progress_mode(shell: Any) -> str:
+    """ "widget" where a frontend renders widgets, else "text"."""
+    forced = os.environ.get(MODE_VARIABLE, "").strip().lower()
+    if forced in ("widget", "text", "none"):
+        return forced
+    in_kernel = getattr(shell, "kernel", None) is not None
+    # Kernels started by a Jupyter server (JupyterLab, Notebook) or VS Code have a live frontend;
+    # nbclient/nbconvert start kernels without these, and render no widgets.
+    frontend = any(name in os.environ for name in ("JPY_SESSION_NAME", "VSCODE_PID"))
+    return "widget" if in_kernel and frontend else "text"
+
+
+def _publish(bundle: dict[str, str], display_id: str | None = None, update: bool = False) -> None:
+    from IPython.display import publish_display_data
+
+    transient = {"display_id": display_id} if display_id else {}
+    publish_display_data(bundle, transient=transient, update=update)  # type: ignore[no-untyped-call]
+
+
+class View(Protocol):
+    def render(self, handle: RunHandle) -> None: ...
+    def close(self, handle: RunHandle) -> None: ...
+
+
+def _phase_text(handle: RunHandle) -> list[tuple[str, str]]:
+    """(phase, "1.23s") pairs, the current phase's time still counting."""
+    phases = []
+    for name, seconds in handle.phases.items():
+        if name == handle.current_phase:
+            seconds = time.perf_counter() - handle._phase_start
+        phases.append((name, f"{seconds:.1f}s"))
+    return phases
+
+
+def _tasks_text(handle: RunHandle) -> str:
+    t = handle.tasks
+    if not t.total:
+        return ""
+    erred = f", {t.erred} erred" if t.erred else ""
+    return (
+        f"tasks {t.done}/{t.total} done (waiting {t.waiting}, processing {t.processing}, "
+        f"in memory {t.memory}{erred})"
+    )
+
+
+class WidgetView:
+    """The ipywidgets view: phases with times, a task bar, task states, the dashboard link."""
+
+    def __init__(self) -> None:
+        import ipywidgets as widgets
+
+        self.header = widgets.HTML()
+        self.phases = widgets.HTML()
+        self.bar = widgets.IntProgress(min=0, max=1, value=0, layout={"width": "360px"})
+        self.tasks = widgets.HTML()
+        self.widget = widgets.VBox([self.header, self.phases, widgets.HBox([self.bar, self.tasks])])
+        self.history: list[str] = []  # phases and final status in the order they were shown
+        self.display_id = f"flyte-dask-{id(self)}"
+        _publish(self._bundle(), self.display_id)
+
+    def _bundle(self) -> dict[str, Any]:
+        return self.widget._repr_mimebundle_()  # type: ignore[no-any-return]
+
+    def render(self, handle: RunHandle) -> None:
+        shown = handle.status if handle.status in FINAL else handle.current_phase
+        if shown and (not self.history or self.history[-1] != shown):
+            self.history.append(shown)
+        link = (
+            f" · <a href='{html.escape(handle.dashboard_link)}' target='_blank'>dask dashboard</a>"
+            if handle.dashboard_link
+            else ""
         )
+        self.header.value = f"<b>{html.escape(handle.name)}</b> · {html.escape(shown or '')}{link}"
+        self.phases.value = " → ".join(
+            f"{html.escape(name)} <small>{took}</small>" for name, took in _phase_text(handle)
+        )
+        counts = handle.tasks
+        self.bar.max = max(counts.total, 1)
+        self.bar.value = counts.done
+        self.bar.bar_style = "danger" if counts.erred else ""
+        self.tasks.value = html.escape(_tasks_text(handle))
+
+    def close(self, handle: RunHandle) -> None:
+        self.render(handle)
+        _publish(handle._repr_mimebundle_(), self.display_id, update=True)
+        self.widget.close()
+
+
+class TextView:
+    """Plain-text progress: a line per phase, task counts every few seconds, then the summary."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stdout
+        self.history: list[str] = []
+        self._last_tasks = 0.0
+
+    def render(self, handle: RunHandle) -> None:
+        shown = handle.status if handle.status in FINAL else handle.current_phase
+        if shown and (not self.history or self.history[-1] != shown):
+            self.history.append(shown)
+            if shown not in FINAL:
+                self.stream.write(f"flyte_dask: {handle.name}: {shown}…\n")
+        now = time.monotonic()
+        tasks = _tasks_text(handle)
+        if tasks and now - self._last_tasks >= TEXT_INTERVAL:
+            self._last_tasks = now
+            self.stream.write(f"flyte_dask: {tasks}\n")
+
+    def close(self, handle: RunHandle) -> None:
+        self.render(handle)
+        _publish(handle._repr_mimebundle_())
+
+
+class QuietView:
+    """``--no-progress``: nothing while running; the summary at the end."""
+
+    history: Sequence[str] = ()
+
+    def render(self, handle: RunHandle) -> None:
+        pass
+
+    def close(self, handle: RunHandle) -> None:
+        _publish(handle._repr_mimebundle_())
+
+
+def make_view(mode: str) -> View:
+    if mode == "widget":
+        try:
+            return WidgetView()
+        except ImportError:
+            return TextView()
+    if mode == "text":
+        return TextView()
+    return QuietView()
+
+
+def _print_note(handle: RunHandle, event: str) -> None:
+    if event == "note":
+        sys.stderr.write(f"flyte_dask: {handle.notes[-1]}\n")
 
 
 @contextmanager
-def show_progress(handle: RunHandle) -> Iterator[None]:
-    """Shows the run's progress while the block runs."""
-    handle.listeners.append(_print_event)
+def show_progress(handle: RunHandle, mode: str) -> Iterator[View]:
+    """Shows the run live while the block runs (refreshed at most 10 times a second), then its
+    summary. Phase changes render at once, so every phase appears in the view."""
+    view = make_view(mode)
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def render(*_: object) -> None:
+        with lock:
+            view.render(handle)
+
+    def on_event(_: RunHandle, event: str) -> None:
+        if event.startswith("phase:"):
+            render()
+
+    def tick() -> None:
+        while not stop.wait(REFRESH):
+            render()
+
+    render()  # shows the phase the run is already in
+    handle.listeners += [on_event, _print_note]
+    ticker = threading.Thread(target=tick, name="flyte-dask-progress", daemon=True)
+    if not isinstance(view, QuietView):
+        ticker.start()
     try:
-        yield
+        yield view
     finally:
-        handle.listeners.remove(_print_event)
+        stop.set()
+        if ticker.is_alive():
+            ticker.join()
+        handle.listeners.remove(on_event)
+        handle.listeners.remove(_print_note)
+        with lock:
+            view.close(handle)
+
+
+class RunTable:
+    """``%flyte_dask_runs``: this kernel's runs as a table (HTML and text)."""
+
+    columns = ("name", "status", "started", "duration", "shape", "cache", "outputs", "links")
+
+    def __init__(self, runs: Sequence[RunHandle]) -> None:
+        self.rows = [self._row(run) for run in runs]
+
+    @staticmethod
+    def _row(run: RunHandle) -> tuple[str, ...]:
+        record = run.to_record()
+        return (
+            run.name,
+            run.status,
+            record["started"],
+            f"{run.duration:.1f}s",
+            record["used"] or "-",
+            "hit" if run.cache_hit else ("miss" if run.spec.cache else "off"),
+            ", ".join(run.outputs) or "-",
+            run.dashboard_link or "-",
+        )
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
+        return {"text/plain": self.text(), "text/html": self.html()}
+
+    def text(self) -> str:
+        if not self.rows:
+            return "No %%flyte_dask runs in this kernel yet."
+        table = [self.columns, *self.rows]
+        widths = [max(len(row[i]) for row in table) for i in range(len(self.columns))]
+        return "\n".join(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in table
+        )
+
+    def html(self) -> str:
+        if not self.rows:
+            return "<p>No <code>%%flyte_dask</code> runs in this kernel yet.</p>"
+        head = "".join(f"<th>{c}</th>" for c in self.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{_cell_html(c)}</td>" for c in row) + "</tr>"
+            for row in self.rows
+        )
+        return f"<table class='flyte-dask-runs'><tr>{head}</tr>{body}</table>"
+
+
+def _cell_html(value: str) -> str:
+    if value.startswith("http"):
+        return f"<a href='{html.escape(value)}' target='_blank'>dashboard</a>"
+    return html.escape(value)

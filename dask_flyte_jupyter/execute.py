@@ -5,6 +5,7 @@ Imported on the first run, not at ``%load_ext``, because it pulls in flytekit.
 
 from __future__ import annotations
 
+import ast
 import signal
 import sys
 import threading
@@ -14,8 +15,8 @@ from IPython.core.error import UsageError
 
 from .backends.local import LocalBackend
 from .cell import CellProgram
-from .display import show_progress
-from .errors import attach_readable_traceback, readable_traceback, restore_message
+from .display import progress_mode, show_progress
+from .errors import attach_readable_traceback, explain_failure, restore_message
 from .run import RunHandle
 from .spec import ClusterSpec
 from .task import DROPPED_OUTPUT, VALUE_OUTPUT, default_task_name
@@ -45,7 +46,23 @@ def prepare_flytekit(shell: Any) -> None:
             del shell.__dict__[name]
 
 
-def execute_cell(magics: Any, program: CellProgram, spec: ClusterSpec, out_var: str | None) -> Any:
+def code_files(program: CellProgram, inputs: dict[str, Any], cell_file: str) -> dict[str, str]:
+    """Function name -> source file, for the functions a failing cell may have run on a worker."""
+    files = {
+        node.name: cell_file
+        for node in ast.walk(ast.parse(program.body))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    }
+    for value in inputs.values():
+        code = getattr(value, "__code__", None)
+        if code is not None:
+            files.setdefault(code.co_name, code.co_filename)
+    return files
+
+
+def execute_cell(
+    magics: Any, program: CellProgram, spec: ClusterSpec, out_var: str | None, progress: bool
+) -> Any:
     """Runs ``program`` with ``spec``; returns the value of the cell's last expression."""
     shell = magics.shell
     prepare_flytekit(shell)
@@ -61,17 +78,25 @@ def execute_cell(magics: Any, program: CellProgram, spec: ClusterSpec, out_var: 
     magics.runs.append(handle)
     inputs = {name: shell.user_ns[name] for name in program.inputs}
 
-    with show_progress(handle):
+    mode = progress_mode(shell) if progress else "none"
+    with show_progress(handle, mode) as handle.view:
         try:
             outputs = backend.run(cell_task, inputs, handle)
         except KeyboardInterrupt as error:
             handle.finish("interrupted", error)
+            sys.stderr.write("flyte_dask: interrupted; the cell's cluster was shut down\n")
             raise
         except Exception as error:
             handle.finish("failed", error)
             restore_message(error)
-            footer = f"flyte_dask: the cell failed while {handle.failed_phase} (task {handle.name})"
-            attach_readable_traceback(error, readable_traceback(error, cell_task.filename, footer))
+            lines = explain_failure(
+                error,
+                handle.failed_phase,
+                cell_task.filename,
+                handle.name,
+                code_files(program, inputs, cell_task.filename),
+            )
+            attach_readable_traceback(error, lines)
             raise
 
         handle.begin("gathering results")

@@ -6,7 +6,7 @@ import keyword
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from .cell import CellError, analyse_cell
@@ -31,7 +31,6 @@ NOT_YET = {
     "project": "--project",
     "domain": "--domain",
     "config": "--config",
-    "dry_run": "--dry-run",
     "export": "--export",
 }
 
@@ -79,6 +78,11 @@ class FlyteDaskMagics(Magics):
     @argument("--inputs", metavar="a,b", help="use these notebook names as inputs")
     @argument("--outputs", metavar="x,y", help="write only these names back to the notebook")
     @argument("--out", metavar="VAR", help="store the run handle in VAR")
+    @argument(
+        "--no-progress",
+        action="store_true",
+        help="no live progress view (the summary is still shown)",
+    )
     @argument("--remote", action="store_true", help="run on a Flyte cluster (not yet available)")
     @argument("--project", help="Flyte project (with --remote)")
     @argument("--domain", help="Flyte domain (with --remote)")
@@ -86,7 +90,7 @@ class FlyteDaskMagics(Magics):
     @argument(
         "--dry-run",
         action="store_true",
-        help="show the Flyte task and DaskJob it would create (not yet available)",
+        help="show the Flyte task and DaskJob it would create; run nothing",
     )
     @argument(
         "--export", metavar="PATH", help="write the cell as a flytekit module (not yet available)"
@@ -134,9 +138,24 @@ class FlyteDaskMagics(Magics):
         except (SpecError, CellError) as error:
             raise UsageError(str(error)) from None
 
+        if args.dry_run:
+            from .dryrun import show_dry_run  # imports flytekit: only when asked
+
+            return show_dry_run(self, program, spec, out_var)
+
         from .execute import execute_cell  # imports flytekit: only when a cell runs
 
-        return execute_cell(self, program, spec, out_var)
+        return execute_cell(self, program, spec, out_var, progress=not args.no_progress)
+
+    @line_magic
+    def flyte_dask_runs(self, line: str) -> Any:
+        """Show this kernel's %%flyte_dask runs: name, status, start, duration, shape, cache,
+        outputs and links."""
+        from .display import RunTable
+
+        if line.strip():
+            raise UsageError("%flyte_dask_runs takes no options")
+        return RunTable(self.runs)
 
 
 def parse_magic_line(line: str) -> dict[str, object]:

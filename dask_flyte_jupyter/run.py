@@ -15,6 +15,18 @@ from .spec import ClusterSpec, LocalShape
 FINAL = ("succeeded", "cached", "failed", "interrupted")
 
 
+@dataclass(frozen=True)
+class TaskCounts:
+    """Dask tasks of a run: all submitted, finished, and how many are in each state now."""
+
+    total: int = 0
+    done: int = 0
+    erred: int = 0
+    waiting: int = 0
+    processing: int = 0
+    memory: int = 0
+
+
 @dataclass
 class RunHandle:
     """Status, timings, outputs and links of one run (``--out VAR`` stores it)."""
@@ -36,6 +48,8 @@ class RunHandle:
     failed_phase: str | None = None
     current_phase: str | None = None
     cache_hit: bool = False
+    task_source: Callable[[], TaskCounts] | None = field(default=None, repr=False)
+    view: Any = field(default=None, repr=False)  # the live progress view, while shown
     listeners: list[Callable[[RunHandle, str], None]] = field(default_factory=list, repr=False)
     _phase_start: float = field(default=0.0, repr=False)
     _created: float = field(default_factory=time.perf_counter, repr=False)
@@ -46,6 +60,11 @@ class RunHandle:
         """Seconds from start to end (or to now while running)."""
         end = self._ended if self._ended is not None else time.perf_counter()
         return end - self._created
+
+    @property
+    def tasks(self) -> TaskCounts:
+        """Task counts from the cluster's scheduler (zero when no cluster ran)."""
+        return self.task_source() if self.task_source is not None else TaskCounts()
 
     def emit(self, event: str) -> None:
         for listener in list(self.listeners):
@@ -70,6 +89,8 @@ class RunHandle:
 
     def finish(self, status: str, error: BaseException | None = None) -> None:
         self._close_phase()
+        final = self.tasks
+        self.task_source = lambda: final  # the cluster is gone; keep its last counts
         if error is not None:
             self.failed_phase = self.current_phase
         self.current_phase = None
@@ -92,6 +113,11 @@ class RunHandle:
             "used": _shape_text(self.shape) if self.shape is not None else None,
             "cache_hit": self.cache_hit,
             "outputs": {k: type(v).__name__ for k, v in self.outputs.items()},
+            "tasks": {
+                "total": self.tasks.total,
+                "done": self.tasks.done,
+                "erred": self.tasks.erred,
+            },
             "dashboard": self.dashboard_link,
             "error": f"{type(self.error).__name__}: {self.error}" if self.error else None,
         }
@@ -109,13 +135,20 @@ class RunHandle:
         ]
         if self.shape is not None:
             rows.append(("used", _shape_text(self.shape)))
+        tasks = self.tasks
+        if tasks.total:
+            erred = f", {tasks.erred} erred" if tasks.erred else ""
+            rows.append(("tasks", f"{tasks.done} of {tasks.total} done{erred}"))
+        rows.append(("cache", "hit" if self.cache_hit else ("miss" if self.spec.cache else "off")))
         if self.phases:
             rows.append(("time", ", ".join(f"{k} {v:.2f}s" for k, v in self.phases.items())))
         rows.append(("total", f"{self.duration:.2f}s"))
         if self.outputs:
             rows.append(
-                ("outputs", ", ".join(f"{k}: {type(v).__name__}" for k, v in self.outputs.items()))
+                ("outputs", ", ".join(describe_value(k, v) for k, v in self.outputs.items()))
             )
+        if self.dropped:
+            rows.append(("not kept", ", ".join(self.dropped) + " (live cluster objects)"))
         if self.dashboard_link:
             rows.append(("dashboard", self.dashboard_link))
         rows.extend(("note", note) for note in self.notes)
@@ -141,3 +174,16 @@ def _shape_text(shape: LocalShape) -> str:
         f", {shape.memory_limit / 2**30:.2f} GiB each" if shape.memory_limit is not None else ""
     )
     return f"{shape.workers} workers x {shape.threads_per_worker} threads{memory}"
+
+
+def describe_value(name: str, value: Any) -> str:
+    """``name: type (size)`` for the summary: shape for frames and arrays, length for sized."""
+    kind = type(value).__name__
+    shape = getattr(value, "shape", None)
+    if isinstance(shape, tuple):
+        size = " x ".join(str(n) for n in shape)
+        return f"{name}: {kind} ({size})"
+    try:
+        return f"{name}: {kind} (len {len(value)})"
+    except TypeError:
+        return f"{name}: {kind}"

@@ -21,6 +21,7 @@ from ..cell import CellProgram
 from ..run import RunHandle
 from ..spec import ClusterSpec, LocalShape, local_shape
 from ..task import CellTask, build_task
+from .dask_monitor import watch_cluster
 
 ADDRESS_VARIABLE = "DASK_SCHEDULER_ADDRESS"
 
@@ -105,6 +106,7 @@ def _start_cluster(shape: LocalShape, handle: RunHandle, cleanup: ExitStack) -> 
         silence_logs=logging.ERROR,
     )
     cleanup.callback(_close_cluster, cluster)
+    handle.task_source = watch_cluster(cluster).counts
     address = cluster.scheduler_address
     handle.dashboard_link = cluster.dashboard_link
     cleanup.enter_context(dask.config.set({"scheduler-address": address}))

@@ -1,0 +1,339 @@
+"""``--dry-run``: the Flyte task a cell would register and the DaskJob Flyte would create for it.
+
+Nothing runs and nothing starts: the cell becomes the real flytekit task (``task.build_task``),
+flytekit serializes it as registration would (``get_serializable``), and ``manifest.py`` turns
+the serialized task into the DaskJob, validated against the CRD. Warnings name what is known to
+fail on a real cluster. Imported only when a dry run is asked for (it pulls in flytekit).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import shlex
+import sys
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from .cell import CellProgram
+from .manifest import (
+    ManifestError,
+    build_manifest,
+    resource_conflicts,
+    to_yaml,
+    validate_manifest,
+)
+from .spec import ClusterSpec
+
+#: Flyte v1 backends (through 1.16) start dask with the commands this release removed.
+DISTRIBUTED_WITHOUT_OLD_COMMANDS = (2026, 6)
+PLACEHOLDER_NOTE = "placeholder: flytekit's default image for this Python; pass --image"
+#: Heads the YAML: what the Flyte deployment adds at run time, so nobody mistakes it for missing.
+YAML_HEADER = (
+    "# Filled in by Flyte at run time, not shown: the execution's generated name, namespace,\n"
+    "# labels, FLYTE_INTERNAL_* variables, and platform default resources where none are set.\n"
+)
+
+# `py3.10`, `python3.12`, `-py310`, `py39` in an image tag.
+_PYTHON_TAG = re.compile(r"(?<![a-z0-9])py(?:thon)?[-_]?3[._]?(\d{1,2})(?![0-9])", re.IGNORECASE)
+# `dask-2026.7.0`, `distributed2026.6` in a tag; images named dask/distributed carry it bare.
+_DASK_TAG = re.compile(r"(?:dask|distributed)[-_]?v?(20\d\d)\.(\d{1,2})", re.IGNORECASE)
+_BARE_VERSION = re.compile(r"v?(20\d\d)\.(\d{1,2})(?![0-9])")
+_SIMPLE_TYPES = {
+    "INTEGER": "int",
+    "FLOAT": "float",
+    "STRING": "str",
+    "BOOLEAN": "bool",
+    "DATETIME": "datetime",
+    "DURATION": "timedelta",
+    "BINARY": "bytes",
+    "STRUCT": "dict (struct)",
+    "NONE": "None",
+}
+_PICKLE = "pickle (FlytePickle)"
+
+
+@dataclass
+class DryRun:
+    """What a ``%%flyte_dask`` cell would register and create; displays as a table + YAML."""
+
+    task: dict[str, Any]
+    manifest: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def yaml(self) -> str:
+        return YAML_HEADER + to_yaml(self.manifest)
+
+    def rows(self) -> list[tuple[str, str]]:
+        t = self.task
+        image = t["image"] + (f"  ({PLACEHOLDER_NOTE})" if t["image_placeholder"] else "")
+        cache = f"on, version {t['cache_version']}" if t["cache"] else "off"
+        return [
+            ("task", f"{t['name']}  ({t['type']} task, nothing was started)"),
+            ("version", t["version"]),
+            ("image", image),
+            ("inputs", _signature(t["inputs"])),
+            ("outputs", _signature(t["outputs"])),
+            ("cache", cache),
+            ("interruptible", "yes (workers only)" if t["interruptible"] else "no"),
+            ("scheduler", _resources_text(t["resources"]["scheduler"])),
+            ("workers", f"{t['workers']} × {_resources_text(t['resources']['worker'])}"),
+            ("job runner", _resources_text(t["resources"]["job-runner"])),
+            ("args", shlex.join(t["args"])),
+        ]
+
+    def as_text(self) -> str:
+        width = max(len(key) for key, _ in self.rows())
+        lines = [f"{key.rjust(width)}  {value}" for key, value in self.rows()]
+        lines += [f"WARNING: {warning}" for warning in self.warnings]
+        lines += ["", "DaskJob (validated against the dask-kubernetes CRD):", self.yaml]
+        return "\n".join(lines)
+
+    def as_html(self) -> str:
+        cells = "".join(
+            f"<tr><th style='text-align:right'>{html.escape(k)}</th>"
+            f"<td style='text-align:left'><code>{html.escape(v)}</code></td></tr>"
+            for k, v in self.rows()
+        )
+        warnings = "".join(
+            "<div class='flyte-dask-warning' style='background:#fff3cd;color:#664d03;"
+            f"padding:2px 6px;margin:2px 0'>⚠ {html.escape(w)}</div>"
+            for w in self.warnings
+        )
+        return (
+            f"<div class='flyte-dask-dry-run'><table>{cells}</table>{warnings}"
+            "<div>DaskJob (validated against the dask-kubernetes CRD):</div>"
+            f"<pre>{html.escape(self.yaml)}</pre></div>"
+        )
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
+        return {"text/plain": self.as_text(), "text/html": self.as_html()}
+
+
+def _signature(types: Mapping[str, str]) -> str:
+    return ", ".join(f"{name}: {label}" for name, label in types.items()) or "(none)"
+
+
+def _resources_text(resources: Mapping[str, Mapping[str, str]]) -> str:
+    def listed(values: Mapping[str, str]) -> str:
+        return ", ".join(f"{name} {value}" for name, value in values.items())
+
+    requests, limits = resources.get("requests", {}), resources.get("limits", {})
+    if not requests and not limits:
+        return "Flyte's platform defaults"
+    if requests == limits:
+        return f"{listed(requests)} (requests = limits)"
+    return f"requests {listed(requests) or '-'}; limits {listed(limits) or '-'}"
+
+
+def type_label(literal_type: Mapping[str, Any]) -> str:
+    """A Flyte literal type (protobuf JSON) as a short readable name."""
+    t = literal_type
+    if "simple" in t:
+        return _SIMPLE_TYPES.get(t["simple"], str(t["simple"]).lower())
+    if "blob" in t:
+        fmt = t["blob"].get("format", "")
+        if fmt == "PythonPickle":
+            return _PICKLE
+        kind = "FlyteDirectory" if t["blob"].get("dimensionality") == "MULTIPART" else "FlyteFile"
+        return f"{kind} ({fmt})" if fmt else kind
+    if "structuredDatasetType" in t:
+        fmt = t["structuredDatasetType"].get("format")
+        return f"StructuredDataset ({fmt})" if fmt else "StructuredDataset"
+    if "collectionType" in t:
+        return f"list[{type_label(t['collectionType'])}]"
+    if "mapValueType" in t:
+        return f"dict[str, {type_label(t['mapValueType'])}]"
+    if "enumType" in t:
+        return f"enum({', '.join(t['enumType'].get('values', []))})"
+    if "unionType" in t:
+        labels = [type_label(v) for v in t["unionType"].get("variants", [])]
+        if sorted(labels) == sorted([_PICKLE, "None"]):
+            return _PICKLE  # flytekit's pickle type (Optional[Any]) is a union with None
+        return " | ".join(labels)
+    if "schema" in t:
+        return "FlyteSchema"
+    return "unknown"
+
+
+def _image_parts(image: str) -> tuple[str, str]:
+    """``'ghcr.io/dask/dask:2026.7.0-py3.12'`` -> (``'dask'``, ``'2026.7.0-py3.12'``)."""
+    last = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    name, _, tag = last.partition(":")
+    return name, tag
+
+
+def python_in_image(image: str) -> tuple[int, int] | None:
+    """The Python version an image's tag names, if any (``python:3.12-slim`` counts too)."""
+    name, tag = _image_parts(image)
+    match = _PYTHON_TAG.search(tag)
+    if match:
+        return 3, int(match[1])
+    bare = re.match(r"3\.(\d{1,2})(?![0-9])", tag) if name == "python" else None
+    return (3, int(bare[1])) if bare else None
+
+
+def dask_in_image(image: str) -> tuple[int, int] | None:
+    """The dask/distributed version an image's tag names, if any."""
+    name, tag = _image_parts(image)
+    match = _DASK_TAG.search(tag)
+    if match is None and name in ("dask", "distributed"):
+        match = _BARE_VERSION.match(tag)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def _version(text: str | None) -> tuple[int, int] | None:
+    match = re.match(r"(\d+)\.(\d+)", text or "")
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def collect_warnings(
+    template: Mapping[str, Any],
+    manifest: Mapping[str, Any],
+    *,
+    placeholder_image: bool,
+    kernel_python: tuple[int, int],
+    kernel_distributed: str | None,
+) -> list[str]:
+    """What is known to fail (or be changed) on a real cluster, as short sentences."""
+    warnings: list[str] = []
+    old_backend = (
+        "Flyte v1 backends (through 1.16) start the cluster with `dask-scheduler` / "
+        "`dask-worker`, which distributed 2026.6 removed"
+    )
+    kernel = f"{kernel_python[0]}.{kernel_python[1]}"
+    for image in dict.fromkeys(_images(manifest)):
+        python = python_in_image(image)
+        if python is not None and python != kernel_python:
+            warnings.append(
+                f"image {image} is for Python {python[0]}.{python[1]} but this kernel runs "
+                f"Python {kernel}: the pickled cell will not load there"
+            )
+        dask_version = dask_in_image(image)
+        if dask_version is not None and dask_version >= DISTRIBUTED_WITHOUT_OLD_COMMANDS:
+            warnings.append(
+                f"image {image} has dask {dask_version[0]}.{dask_version[1]}: {old_backend}; "
+                "use an image with distributed<2026.6"
+            )
+    kernel_version = _version(kernel_distributed)
+    if (
+        placeholder_image
+        and kernel_version is not None
+        and kernel_version >= DISTRIBUTED_WITHOUT_OLD_COMMANDS
+    ):
+        warnings.append(
+            f"the default image would pin this kernel's distributed {kernel_distributed}: "
+            f"{old_backend}; pass --image with distributed<2026.6"
+        )
+    warnings += resource_conflicts(template)
+    return warnings
+
+
+def _images(manifest: Mapping[str, Any]) -> list[str]:
+    spec = manifest["spec"]
+    pods = [
+        spec["job"]["spec"],
+        spec["cluster"]["spec"]["scheduler"]["spec"],
+        spec["cluster"]["spec"]["worker"]["spec"],
+    ]
+    return [container["image"] for pod in pods for container in pod["containers"]]
+
+
+def _container_resources(pod: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(pod["containers"][0].get("resources", {}))
+
+
+def default_image() -> str:
+    """flytekit's default image for this kernel's Python (a placeholder until --image/ImageSpec)."""
+    from flytekit.configuration import DefaultImages
+
+    return str(DefaultImages.default_image())
+
+
+def serialize(task: Any, image: str, version: str) -> Any:
+    """The task's ``TaskTemplate`` model, exactly as registration would serialize it."""
+    from flytekit.configuration import ImageConfig, SerializationSettings
+    from flytekit.tools.translator import get_serializable
+
+    settings = SerializationSettings(image_config=ImageConfig.from_images(image), version=version)
+    return get_serializable(OrderedDict(), settings, task).template
+
+
+def dry_run(program: CellProgram, spec: ClusterSpec, namespace: Mapping[str, object]) -> DryRun:
+    """Builds the cell's task and its DaskJob without running or starting anything."""
+    from google.protobuf.json_format import MessageToDict
+
+    from .task import build_task
+
+    cell_task = build_task(program, spec, namespace)  # a plain DaskTask: never the local backend
+    image = spec.image or default_image()
+    model = serialize(cell_task.task, image, cell_task.version)
+    template: dict[str, Any] = MessageToDict(model.to_flyte_idl())
+    manifest = build_manifest(template)
+    validate_manifest(manifest)  # a failure here is our bug, never the user's
+
+    def types(variables: Mapping[str, Any]) -> dict[str, str]:
+        return {n: type_label(MessageToDict(v.type.to_flyte_idl())) for n, v in variables.items()}
+
+    job = manifest["spec"]
+    cluster = job["cluster"]["spec"]
+    facts = {
+        "name": model.id.name,
+        "version": model.id.version,
+        "type": model.type,
+        "image": model.container.image,
+        "image_placeholder": spec.image is None,
+        "inputs": types(model.interface.inputs),
+        "outputs": types(model.interface.outputs),
+        "cache": bool(model.metadata.discoverable),
+        "cache_version": model.metadata.discovery_version or None,
+        "interruptible": bool(model.metadata.interruptible),
+        "workers": cluster["worker"]["replicas"],
+        "resources": {
+            "job-runner": _container_resources(job["job"]["spec"]),
+            "scheduler": _container_resources(cluster["scheduler"]["spec"]),
+            "worker": _container_resources(cluster["worker"]["spec"]),
+        },
+        "args": list(model.container.args),
+    }
+    warnings = collect_warnings(
+        template,
+        manifest,
+        placeholder_image=spec.image is None,
+        kernel_python=(sys.version_info.major, sys.version_info.minor),
+        kernel_distributed=_installed("distributed"),
+    )
+    return DryRun(task=facts, manifest=manifest, warnings=warnings)
+
+
+def _installed(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def show_dry_run(
+    magics: Any, program: CellProgram, spec: ClusterSpec, out_var: str | None = None
+) -> DryRun:
+    """What ``%%flyte_dask --dry-run`` does: build the DryRun, store it in ``--out``, return it
+    (so the cell displays it). User errors become one ``UsageError``, as for a real run."""
+    from IPython.core.error import UsageError
+
+    from .execute import prepare_flytekit
+
+    shell = magics.shell
+    prepare_flytekit(shell)
+    try:
+        result = dry_run(program, spec, shell.user_ns)
+    except ManifestError:
+        raise  # a manifest the CRD rejects is a bug in this package: keep the traceback
+    except (ValueError, TypeError) as error:
+        raise UsageError(f"cannot build the task: {error}") from None
+    if out_var is not None:
+        shell.user_ns[out_var] = result
+    return result

@@ -1,0 +1,283 @@
+"""``--dry-run``: real flytekit tasks serialized, their DaskJob validated, nothing started."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psutil
+import pytest
+import yaml
+from flytekit.configuration import DefaultImages
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import parse_argstring
+
+from dask_flyte_jupyter.cell import analyse_cell
+from dask_flyte_jupyter.dryrun import (
+    DryRun,
+    collect_warnings,
+    dask_in_image,
+    dry_run,
+    python_in_image,
+    show_dry_run,
+    type_label,
+)
+from dask_flyte_jupyter.magics import SPEC_FLAGS, parse_magic_line
+from dask_flyte_jupyter.manifest import build_manifest, validate_manifest
+from dask_flyte_jupyter.spec import spec_from_options
+from dask_flyte_jupyter.task import build_task
+
+GOLDEN = Path(__file__).parent / "golden" / "dryrun_increment.yaml"
+INCREMENT_LINE = "--workers 4 --worker-cpu 8 --worker-mem 32Gi --scheduler-cpu 2"
+INCREMENT = """\
+from distributed import Client
+client = Client()
+futures = client.map(inc, range(n))
+result = client.gather(futures)
+workers_seen = len(client.scheduler_info()["workers"])
+sum(result)
+"""
+KERNEL = (sys.version_info.major, sys.version_info.minor)
+KERNEL_TAG = f"py{KERNEL[0]}.{KERNEL[1]}"
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def plan(line: str, cell: str, namespace: dict[str, Any]) -> DryRun:
+    """``dry_run`` for a magic line, parsed by the magic's own parser."""
+    options = {k: v for k, v in parse_magic_line(line).items() if k in SPEC_FLAGS}
+    return dry_run(analyse_cell(cell, namespace), spec_from_options(options), namespace)
+
+
+@pytest.fixture
+def namespace() -> dict[str, Any]:
+    return {"inc": inc, "n": 10}
+
+
+@pytest.fixture
+def increment(namespace: dict[str, Any]) -> DryRun:
+    return plan(INCREMENT_LINE, INCREMENT, namespace)
+
+
+def test_increment_manifest_is_valid_and_matches_the_plugin(increment: DryRun) -> None:
+    validate_manifest(increment.manifest)  # dry_run validated it too; check it stays valid
+    image = DefaultImages.default_image()
+    assert increment.task["image"] == image and increment.task["image_placeholder"]
+    golden = yaml.safe_load(GOLDEN.read_text().replace("TASK_IMAGE", image))
+    cluster = increment.manifest["spec"]["cluster"]["spec"]
+    assert cluster["scheduler"] == golden["scheduler"]
+    assert cluster["worker"] == golden["worker"]
+    # the headline facts, spelled out
+    worker = cluster["worker"]["spec"]["containers"][0]
+    assert cluster["worker"]["replicas"] == 4
+    assert worker["args"][worker["args"].index("--nthreads") + 1] == "8"
+    assert worker["args"][worker["args"].index("--memory-limit") + 1] == "32Gi"
+    scheduler = cluster["scheduler"]["spec"]["containers"][0]
+    assert scheduler["resources"]["requests"] == {"cpu": "2"}
+
+
+def test_increment_job_runner_runs_the_registered_task(increment: DryRun) -> None:
+    job = increment.manifest["spec"]["job"]["spec"]
+    assert job["restartPolicy"] == "Never"
+    (runner,) = job["containers"]
+    assert runner["name"] == "job-runner"
+    assert runner["args"] == increment.task["args"]
+    assert runner["args"][0] == "pyflyte-execute"
+    assert runner["image"] == increment.task["image"]
+
+
+def test_task_facts_come_from_the_serialized_task(namespace: dict[str, Any]) -> None:
+    program = analyse_cell(INCREMENT, namespace)
+    spec = spec_from_options({"workers": 4, "cache": True, "cache-version": "v7"})
+    built = build_task(program, spec, namespace)
+    facts = dry_run(program, spec, namespace).task
+    assert (facts["name"], facts["version"], facts["type"]) == (built.name, built.version, "dask")
+    assert facts["inputs"] == {"inc": "pickle (FlytePickle)", "n": "int"}
+    assert facts["outputs"]["result"] == "pickle (FlytePickle)"
+    assert facts["outputs"]["flyte_dask_dropped"] == "list[str]"
+    assert (facts["cache"], facts["cache_version"]) == (True, "v7")
+    assert facts["interruptible"] is False and facts["workers"] == 4
+    assert facts["resources"]["job-runner"] == {}
+    assert facts["args"][-2:] == ["task-name", built.name]
+
+
+def test_types_are_readable() -> None:
+    frame = pd.DataFrame({"a": [1, 2]})
+    cell = "total: int = int(frame.a.sum())\nlabel: str = 'x'\n"
+    facts = plan("--workers 1", cell, {"frame": frame}).task
+    assert facts["inputs"] == {"frame": "StructuredDataset"}
+    assert facts["outputs"] == {"total": "int", "label": "str", "flyte_dask_dropped": "list[str]"}
+
+
+@pytest.mark.parametrize(
+    ("literal_type", "label"),
+    [
+        ({"simple": "FLOAT"}, "float"),
+        ({"mapValueType": {"simple": "INTEGER"}}, "dict[str, int]"),
+        ({"collectionType": {"collectionType": {"simple": "BOOLEAN"}}}, "list[list[bool]]"),
+        ({"blob": {"format": "csv"}}, "FlyteFile (csv)"),
+        ({"blob": {"dimensionality": "MULTIPART"}}, "FlyteDirectory"),
+        ({"structuredDatasetType": {"format": "parquet"}}, "StructuredDataset (parquet)"),
+        ({"unionType": {"variants": [{"simple": "INTEGER"}, {"simple": "NONE"}]}}, "int | None"),
+        ({"enumType": {"values": ["a", "b"]}}, "enum(a, b)"),
+    ],
+)
+def test_type_labels(literal_type: dict[str, Any], label: str) -> None:
+    assert type_label(literal_type) == label
+
+
+def test_nothing_runs_and_nothing_starts(tmp_path: Path) -> None:
+    from distributed.deploy.spec import SpecCluster
+
+    marker = tmp_path / "ran.txt"
+    namespace: dict[str, Any] = {"log": [], "marker": str(marker)}
+    cell = (
+        "log.append('the task ran')\n"
+        "open(marker, 'w').write('the task ran')\n"
+        "from distributed import Client\n"
+        "client = Client()\n"
+        "x = 1\n"
+    )
+    children = {p.pid for p in psutil.Process().children(recursive=True)}
+    clusters = set(SpecCluster._instances)
+    result = plan("--workers 3 --worker-cpu 1", cell, namespace)
+    assert result.manifest["spec"]["cluster"]["spec"]["worker"]["replicas"] == 3
+    assert namespace["log"] == [] and not marker.exists()
+    assert "x" not in namespace
+    assert set(SpecCluster._instances) == clusters
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= children
+
+
+def test_image_sets_every_container(namespace: dict[str, Any]) -> None:
+    image = f"registry.example/team/dask:dask2026.5-{KERNEL_TAG}"
+    result = plan(f"--workers 2 --image {image}", INCREMENT, namespace)
+    spec = result.manifest["spec"]
+    pods = [
+        spec["job"]["spec"],
+        *(spec["cluster"]["spec"][p]["spec"] for p in ("scheduler", "worker")),
+    ]
+    assert [pod["containers"][0]["image"] for pod in pods] == [image] * 3
+    assert result.task["image"] == image and not result.task["image_placeholder"]
+    assert "placeholder" not in result._repr_mimebundle_()["text/plain"]
+    assert result.warnings == []  # right Python, distributed < 2026.6
+
+
+def test_python_mismatch_warns(namespace: dict[str, Any]) -> None:
+    result = plan("--workers 2 --image repo/img:py3.9", INCREMENT, namespace)
+    assert any(
+        "Python 3.9" in w and f"Python {KERNEL[0]}.{KERNEL[1]}" in w for w in result.warnings
+    )
+
+
+def test_default_image_warns_about_distributed_on_flyte_v1(increment: DryRun) -> None:
+    from importlib.metadata import version
+
+    assert version("distributed") >= "2026.6"  # the kernel's, which the default image would pin
+    (warning,) = increment.warnings
+    assert "dask-scheduler" in warning and "distributed<2026.6" in warning
+    assert version("distributed") in warning
+
+
+def test_dask_image_with_new_distributed_warns(namespace: dict[str, Any]) -> None:
+    image = f"ghcr.io/dask/dask:2026.7.0-{KERNEL_TAG}"
+    result = plan(f"--workers 2 --image {image}", INCREMENT, namespace)
+    (warning,) = result.warnings
+    assert image in warning and "dask-worker" in warning
+
+
+def test_interruptible_tolerates_on_workers_only(namespace: dict[str, Any]) -> None:
+    result = plan("--workers 2 --interruptible", INCREMENT, namespace)
+    assert result.task["interruptible"] is True
+    spec = result.manifest["spec"]
+    assert spec["cluster"]["spec"]["worker"]["spec"]["tolerations"]
+    assert spec["cluster"]["spec"]["worker"]["spec"]["nodeSelector"]
+    for pod in (spec["job"]["spec"], spec["cluster"]["spec"]["scheduler"]["spec"]):
+        assert "tolerations" not in pod and "nodeSelector" not in pod
+
+
+def test_requests_above_limits_warn() -> None:
+    workers = {
+        "requests": [{"name": "MEMORY", "value": "8Gi"}],
+        "limits": [{"name": "MEMORY", "value": "4Gi"}],
+    }
+    template = {
+        "metadata": {},
+        "container": {"image": f"repo/img:{KERNEL_TAG}", "args": []},
+        "custom": {"scheduler": {}, "workers": {"numberOfWorkers": 1, "resources": workers}},
+    }
+    manifest = build_manifest(template)
+    warnings = collect_warnings(
+        template, manifest, placeholder_image=False, kernel_python=KERNEL, kernel_distributed=None
+    )
+    assert warnings == [
+        "workers: memory request 8Gi is above its limit 4Gi (Flyte lowers the request to the limit)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("image", "python", "dask"),
+    [
+        ("repo/img:py3.9", (3, 9), None),
+        ("repo/img:1.0-py310", (3, 10), None),
+        ("repo/img:python3.12-slim", (3, 12), None),
+        ("python:3.12-slim", (3, 12), None),
+        ("ghcr.io/dask/dask:2026.7.0-py3.11", (3, 11), (2026, 7)),
+        ("daskdev/dask:2024.1.0", None, (2024, 1)),
+        ("repo/img:distributed-2026.6.1", None, (2026, 6)),
+        ("registry:5000/py3.9/img:latest", None, None),  # only the tag counts
+        ("repo/img:2026.7.0", None, None),  # a date-like tag is not a dask version
+        ("repo/img@sha256:abc", None, None),
+    ],
+)
+def test_versions_in_image_tags(
+    image: str, python: tuple[int, int] | None, dask: tuple[int, int] | None
+) -> None:
+    assert python_in_image(image) == python
+    assert dask_in_image(image) == dask
+
+
+# --- through a real IPython shell, the way the magic calls it --------------------------------
+
+
+def magics(shell: Any) -> Any:
+    return shell.magics_manager.registry["FlyteDaskMagics"]
+
+
+def dry_run_magic(shell: Any, line: str, cell: str) -> Any:
+    """What ``%%flyte_dask --dry-run LINE`` does once magics.py delegates to ``show_dry_run``."""
+    m = magics(shell)
+    args = parse_argstring(m.flyte_dask, line)
+    spec = spec_from_options(
+        {flag: getattr(args, dest) for flag, dest in SPEC_FLAGS.items()}, base=m.defaults
+    )
+    return show_dry_run(m, analyse_cell(cell, shell.user_ns), spec, args.out)
+
+
+def test_dry_run_in_the_shell_displays_and_changes_nothing(shell: Any) -> None:
+    shell.run_cell("def inc(x):\n    return x + 1\nn = 10", store_history=False)
+    runs = len(magics(shell).runs)
+    result = dry_run_magic(shell, f"{INCREMENT_LINE} --dry-run --out planned", INCREMENT)
+    assert isinstance(result, DryRun) and shell.user_ns["planned"] is result
+    assert len(magics(shell).runs) == runs
+    assert "result" not in shell.user_ns and "workers_seen" not in shell.user_ns
+    shown, _ = shell.display_formatter.format(result)
+    assert "kind: DaskJob" in shown["text/plain"] and "WARNING:" in shown["text/plain"]
+    page = shown["text/html"]
+    assert "<table>" in page and "<pre>" in page and "flyte-dask-warning" in page
+    assert "&lt;execution-generated-name&gt;" in page  # escaped, not swallowed as a tag
+    assert yaml.safe_load(result.yaml) == result.manifest
+
+
+def test_dry_run_build_errors_are_usage_errors(shell: Any) -> None:
+    with pytest.raises(UsageError, match=r"cannot build the task: .*reserved name"):
+        dry_run_magic(shell, "--dry-run", "flyte_dask_value = 1\n")
+
+
+def test_dry_run_through_the_magic(shell):
+    shell.run_cell("def inc(x):\n    return x + 1\nn = 10", store_history=False)
+    result = shell.run_cell_magic("flyte_dask", f"{INCREMENT_LINE} --dry-run", INCREMENT)
+    assert isinstance(result, DryRun) and "result" not in shell.user_ns
