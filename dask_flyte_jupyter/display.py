@@ -60,6 +60,17 @@ def _phase_text(handle: RunHandle) -> list[tuple[str, str]]:
     return phases
 
 
+def _status_text(handle: RunHandle) -> str:
+    """The status or current phase; while the cluster starts, how many workers are up."""
+    if handle.status in FINAL:
+        return handle.status
+    phase = handle.current_phase or ""
+    up, wanted = handle.workers
+    if phase == "starting cluster" and wanted:
+        return f"{phase} (workers up {up}/{wanted})"
+    return phase
+
+
 def _tasks_text(handle: RunHandle) -> str:
     t = handle.tasks
     if not t.total:
@@ -98,7 +109,8 @@ class WidgetView:
             if handle.dashboard_link
             else ""
         )
-        self.header.value = f"<b>{html.escape(handle.name)}</b> · {html.escape(shown or '')}{link}"
+        status = html.escape(_status_text(handle))
+        self.header.value = f"<b>{html.escape(handle.name)}</b> · {status}{link}"
         self.phases.value = " → ".join(
             f"{html.escape(name)} <small>{took}</small>" for name, took in _phase_text(handle)
         )

@@ -49,6 +49,7 @@ class RunHandle:
     current_phase: str | None = None
     cache_hit: bool = False
     task_source: Callable[[], TaskCounts] | None = field(default=None, repr=False)
+    workers: tuple[int, int] = (0, 0)  # (up, wanted) while the cluster starts
     view: Any = field(default=None, repr=False)  # the live progress view, while shown
     listeners: list[Callable[[RunHandle, str], None]] = field(default_factory=list, repr=False)
     _phase_start: float = field(default=0.0, repr=False)
@@ -158,9 +159,14 @@ class RunHandle:
         return "\n".join(f"{key:>10}: {value}" for key, value in self.summary_rows())
 
     def summary_html(self) -> str:
+        def value_html(key: str, value: str) -> str:
+            if key == "dashboard":  # clickable in JupyterLab
+                return f"<a href='{html.escape(value)}' target='_blank'>{html.escape(value)}</a>"
+            return html.escape(value)
+
         cells = "".join(
             f"<tr><th style='text-align:right'>{html.escape(k)}</th>"
-            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+            f"<td style='text-align:left'>{value_html(k, v)}</td></tr>"
             for k, v in self.summary_rows()
         )
         return f"<table class='flyte-dask-summary'>{cells}</table>"
@@ -182,8 +188,25 @@ def describe_value(name: str, value: Any) -> str:
     shape = getattr(value, "shape", None)
     if isinstance(shape, tuple):
         size = " x ".join(str(n) for n in shape)
-        return f"{name}: {kind} ({size})"
+        nbytes = _memory_size(value)
+        return f"{name}: {kind} ({size}{', ' + nbytes if nbytes else ''})"
     try:
         return f"{name}: {kind} (len {len(value)})"
     except TypeError:
         return f"{name}: {kind}"
+
+
+def _memory_size(value: Any) -> str:
+    """Memory a frame or an array takes, e.g. "12.3 KiB"; "" when unknown."""
+    try:
+        if hasattr(value, "memory_usage"):
+            size = int(value.memory_usage(deep=True).sum())
+        else:
+            size = int(value.nbytes)
+    except (AttributeError, TypeError, ValueError):
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return ""

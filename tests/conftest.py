@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -10,6 +12,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+from flyte_admin.fixtures import flyte_admin  # noqa: F401 - Flyte Admin stand-in (test double)
+
+# A private temp dir for this test session (and the processes it starts), so the leak check
+# below sees only this session's scratch dirs, not those of other runs on the same machine.
+_SESSION_TMP = tempfile.mkdtemp(prefix="flyte-dask-tests-")
+os.environ["TMPDIR"] = tempfile.tempdir = _SESSION_TMP
+atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
 
 
 def _children() -> set[int]:

@@ -184,3 +184,29 @@ def test_print_output_is_live_in_a_real_kernel():
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_status_counts_workers_while_the_cluster_starts():
+    from dask_flyte_jupyter.display import _status_text
+    from dask_flyte_jupyter.run import RunHandle
+    from dask_flyte_jupyter.spec import ClusterSpec
+
+    handle = RunHandle(name="t", spec=ClusterSpec())
+    handle.begin("starting cluster")
+    handle.workers = (1, 4)
+    assert _status_text(handle) == "starting cluster (workers up 1/4)"
+    handle.begin("running")
+    assert _status_text(handle) == "running"
+
+
+def test_summary_shows_sizes_and_a_clickable_dashboard(shell):
+    shell.run_cell_magic(
+        "flyte_dask",
+        "--workers 2 --out run",
+        "import numpy as np\nfrom distributed import Client\nclient = Client()\n"
+        "grid = np.zeros((10, 20))\n",
+    )
+    run = shell.user_ns["run"]
+    assert run.workers == (2, 2)
+    assert "grid: ndarray (10 x 20, 1.6 KiB)" in run.summary_text()
+    assert f"<a href='{run.dashboard_link}'" in run.summary_html()

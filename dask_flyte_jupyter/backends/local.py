@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from typing import Any
@@ -24,6 +25,8 @@ from ..task import CellTask, build_task
 from .dask_monitor import watch_cluster
 
 ADDRESS_VARIABLE = "DASK_SCHEDULER_ADDRESS"
+#: Seconds the workers of a local cluster may take to start.
+WORKER_START_TIMEOUT = 120
 
 
 def machine_shape() -> tuple[int, int]:
@@ -95,8 +98,9 @@ def _start_cluster(shape: LocalShape, handle: RunHandle, cleanup: ExitStack) -> 
         handle.note(note)
     workdir = tempfile.mkdtemp(prefix="flyte-dask-")
     cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+    # Start the scheduler first and the workers after, so the view can count them coming up.
     cluster = LocalCluster(  # type: ignore[no-untyped-call]
-        n_workers=shape.workers,
+        n_workers=0,
         threads_per_worker=shape.threads_per_worker,
         memory_limit=shape.memory_limit if shape.memory_limit is not None else "auto",
         processes=True,
@@ -107,12 +111,28 @@ def _start_cluster(shape: LocalShape, handle: RunHandle, cleanup: ExitStack) -> 
     )
     cleanup.callback(_close_cluster, cluster)
     handle.task_source = watch_cluster(cluster).counts
-    address = cluster.scheduler_address
     handle.dashboard_link = cluster.dashboard_link
+    _wait_for_workers(cluster, shape.workers, handle)
+    address = cluster.scheduler_address
     cleanup.enter_context(dask.config.set({"scheduler-address": address}))
     cleanup.callback(_restore_variable, os.environ.get(ADDRESS_VARIABLE))
     os.environ[ADDRESS_VARIABLE] = address
     handle.begin("running")
+
+
+def _wait_for_workers(cluster: Any, wanted: int, handle: RunHandle) -> None:
+    """Scales the cluster to ``wanted`` workers and waits for them, counting them as they join."""
+    handle.workers = (0, wanted)
+    cluster.scale(wanted)
+    deadline = time.monotonic() + WORKER_START_TIMEOUT
+    while (up := len(cluster.scheduler.workers)) < wanted:
+        handle.workers = (up, wanted)
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"only {up} of {wanted} dask workers started in {WORKER_START_TIMEOUT}s"
+            )
+        time.sleep(0.02)
+    handle.workers = (wanted, wanted)
 
 
 def _restore_variable(previous: str | None) -> None:
