@@ -12,9 +12,24 @@ __version__ = "0.1.0"
 
 
 def load_ipython_extension(ipython: Any) -> None:
+    from .comm import register_comm
     from .magics import FlyteDaskMagics
 
     ipython.register_magics(FlyteDaskMagics(ipython))
+    register_comm(ipython)  # serves the JupyterLab sidebar when this is an ipykernel
+
+
+def __getattr__(name: str) -> Any:
+    """``dask_flyte_jupyter.ResourcePicker`` without importing ipywidgets at ``%load_ext``."""
+    if name == "ResourcePicker":
+        from .picker import ResourcePicker
+
+        return ResourcePicker
+    if name == "KernelDefaults":
+        from .defaults import KernelDefaults
+
+        return KernelDefaults
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def unload_ipython_extension(ipython: Any) -> None:

@@ -19,7 +19,7 @@ from .display import progress_mode, show_progress
 from .errors import attach_readable_traceback, explain_failure, restore_message
 from .run import RunHandle
 from .spec import ClusterSpec
-from .task import DROPPED_OUTPUT, VALUE_OUTPUT, default_task_name
+from .task import VALUE_OUTPUT, default_task_name, unpack_outputs
 
 
 def prepare_flytekit(shell: Any) -> None:
@@ -100,10 +100,10 @@ def execute_cell(
             raise
 
         handle.begin("gathering results")
-        dropped = set(outputs.pop(DROPPED_OUTPUT, []))
-        handle.value = outputs.pop(VALUE_OUTPUT, None) if VALUE_OUTPUT not in dropped else None
-        handle.dropped = sorted(dropped - {VALUE_OUTPUT})
-        handle.outputs = {name: value for name, value in outputs.items() if name not in dropped}
+        kept, dropped = unpack_outputs(outputs)
+        handle.value = kept.pop(VALUE_OUTPUT, None)
+        handle.dropped = sorted(set(dropped) - {VALUE_OUTPUT})
+        handle.outputs = kept
         shell.user_ns.update(handle.outputs)
         if out_var is not None:
             shell.user_ns[out_var] = handle

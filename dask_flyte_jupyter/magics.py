@@ -10,6 +10,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from .cell import CellError, analyse_cell
+from .defaults import KernelDefaults
 from .spec import ClusterSpec, SpecError, spec_from_options
 
 #: Options of the magic that map one to one onto ClusterSpec fields (flag -> argparse dest).
@@ -26,12 +27,13 @@ SPEC_FLAGS = {
     "cache-version": "cache_version",
     "name": "name",
 }
+#: Flags %flyte_dask_config sets (a default task name would make every cell the same task).
+CONFIG_FLAGS = {flag: dest for flag, dest in SPEC_FLAGS.items() if flag != "name"}
 NOT_YET = {
     "remote": "--remote",
     "project": "--project",
     "domain": "--domain",
     "config": "--config",
-    "export": "--export",
 }
 
 
@@ -41,8 +43,18 @@ class FlyteDaskMagics(Magics):
 
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
-        self.defaults = ClusterSpec()
+        #: The kernel's defaults, observable: %flyte_dask_config and displayed pickers share it.
+        self.kernel_defaults = KernelDefaults()
         self.runs: list[Any] = []  # RunHandle, newest last
+
+    @property
+    def defaults(self) -> ClusterSpec:
+        """Defaults for the next cell; flags on the cell override them."""
+        return self.kernel_defaults.spec  # type: ignore[no-any-return]
+
+    @defaults.setter
+    def defaults(self, spec: ClusterSpec) -> None:
+        self.kernel_defaults.spec = spec  # validated; a displayed picker follows
 
     @property
     def namespace(self) -> dict[str, Any]:
@@ -93,7 +105,9 @@ class FlyteDaskMagics(Magics):
         help="show the Flyte task and DaskJob it would create; run nothing",
     )
     @argument(
-        "--export", metavar="PATH", help="write the cell as a flytekit module (not yet available)"
+        "--export",
+        metavar="PATH",
+        help="write the cell as a standalone flytekit module; run nothing",
     )
     @cell_magic
     def flyte_dask(self, line: str, cell: str) -> Any:
@@ -138,6 +152,8 @@ class FlyteDaskMagics(Magics):
         except (SpecError, CellError) as error:
             raise UsageError(str(error)) from None
 
+        if args.export:
+            return _export(program, spec, self.namespace, args.export)
         if args.dry_run:
             from .dryrun import show_dry_run  # imports flytekit: only when asked
 
@@ -146,6 +162,66 @@ class FlyteDaskMagics(Magics):
         from .execute import execute_cell  # imports flytekit: only when a cell runs
 
         return execute_cell(self, program, spec, out_var, progress=not args.no_progress)
+
+    @magic_arguments()
+    @argument("--workers", type=str, metavar="N", help="number of dask workers (>= 1)")
+    @argument("--worker-cpu", metavar="Q", help="CPU limit per worker, e.g. 2 or 500m")
+    @argument("--worker-mem", metavar="Q", help="memory limit per worker, e.g. 4Gi")
+    @argument("--worker-gpu", type=str, metavar="N", help="GPUs per worker")
+    @argument("--scheduler-cpu", metavar="Q", help="CPU request of the scheduler pod")
+    @argument("--scheduler-mem", metavar="Q", help="memory request of the scheduler pod")
+    @argument("--image", metavar="IMAGE", help="task image")
+    @argument("--interruptible", action="store_true", default=None, help="spot/preemptible workers")
+    @argument("--cache", action="store_true", default=None, help="cache the whole task")
+    @argument("--cache-version", metavar="V", help="cache version")
+    @argument("--show", action="store_true", help="print the defaults as a %%%%flyte_dask line")
+    @argument("--reset", action="store_true", help="back to the built-in defaults")
+    @line_magic
+    def flyte_dask_config(self, line: str) -> Any:
+        """Set this kernel's defaults for %%flyte_dask cells (flags on a cell still override them).
+
+        With no options, shows the resource picker bound to the defaults: changing it changes
+        what the next cell gets, and `%flyte_dask_config --workers 3` updates a shown picker.
+        """
+        args = parse_argstring(self.flyte_dask_config, line)
+        given = {
+            f: getattr(args, d) for f, d in CONFIG_FLAGS.items() if getattr(args, d) is not None
+        }
+        if args.reset:
+            self.kernel_defaults.spec = ClusterSpec()
+            self.kernel_defaults.remote = False
+            self.kernel_defaults.project = self.kernel_defaults.domain = ""
+        if given:
+            try:
+                self.defaults = spec_from_options(given, base=self.defaults)
+            except SpecError as error:
+                raise UsageError(str(error)) from None
+        if args.show:
+            print(self.kernel_defaults.magic_line())
+        if given or args.reset or args.show:
+            return None
+        from .picker import ResourcePicker, bind_picker
+
+        picker = ResourcePicker()
+        bind_picker(picker, self.kernel_defaults)
+        return picker
+
+    @line_magic
+    def flyte_dask_clear_cache(self, line: str) -> None:
+        """Empty flytekit's local cache, so every --cache cell runs again once.
+
+        The local cache lives on disk (flytekit's ``~/.flyte/local-cache``) and outlives the
+        kernel; this is how a notebook that demonstrates caching starts from a known state.
+        """
+        if line.strip():
+            raise UsageError("%flyte_dask_clear_cache takes no options")
+        from .execute import prepare_flytekit
+
+        prepare_flytekit(self.shell)
+        from flytekit.core.local_cache import LocalTaskCache
+
+        LocalTaskCache.clear()
+        print("flyte_dask: the local cache is empty")
 
     @line_magic
     def flyte_dask_runs(self, line: str) -> Any:
@@ -156,6 +232,16 @@ class FlyteDaskMagics(Magics):
         if line.strip():
             raise UsageError("%flyte_dask_runs takes no options")
         return RunTable(self.runs)
+
+
+def _export(program: Any, spec: ClusterSpec, namespace: dict[str, Any], path: str) -> None:
+    from .export import ExportError, export_cell  # imports flytekit: only when asked
+
+    try:
+        written = export_cell(program, spec, namespace, path)
+    except ExportError as error:
+        raise UsageError(str(error)) from None
+    print(f"flyte_dask: exported the cell to {written} (run it: python {written})")
 
 
 def parse_magic_line(line: str) -> dict[str, object]:

@@ -30,7 +30,10 @@ from .spec import ClusterSpec, to_dask_config
 VALUE_OUTPUT = "flyte_dask_value"
 #: Output listing outputs that were not returned (unbound, or live cluster objects).
 DROPPED_OUTPUT = "flyte_dask_dropped"
-RESERVED_NAMES = (VALUE_OUTPUT, DROPPED_OUTPUT, "flyte_dask_collect", "CellOutputs")
+#: Output listing outputs sent inside a one-element list: flytekit refuses tuple output values.
+BOXED_OUTPUT = "flyte_dask_boxed"
+META_OUTPUTS = (DROPPED_OUTPUT, BOXED_OUTPUT)
+RESERVED_NAMES = (*META_OUTPUTS, VALUE_OUTPUT, "flyte_dask_collect", "CellOutputs")
 #: Declared type of values that travel as pickles (flytekit's pickle type; None allowed).
 PICKLED: Any = Any | None
 # Bumped when the generated function changes shape, so old versions are not reused.
@@ -46,10 +49,18 @@ class CellTask:
     version: str
     cache_version: str
     input_types: Mapping[str, Any]
-    output_names: tuple[str, ...]
+    output_names: tuple[str, ...]  # the cell's outputs (and its value), without META_OUTPUTS
     last_expression: bool
     filename: str
     source: str
+
+
+def unpack_outputs(outputs: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The cell's outputs as the user wrote them, and the names that were not sent back."""
+    dropped = list(outputs.pop(DROPPED_OUTPUT, []))
+    for name in outputs.pop(BOXED_OUTPUT, []):
+        outputs[name] = outputs[name][0]
+    return {name: value for name, value in outputs.items() if name not in dropped}, dropped
 
 
 def content_hash(value: object) -> str:
@@ -210,7 +221,7 @@ def _collect_function(output_names: tuple[str, ...], cell_outputs: type) -> Call
     source = textwrap.dedent(
         f"""
         def flyte_dask_collect(scope, module_scope):
-            values, dropped = {{}}, []
+            values, dropped, boxed = {{}}, [], []
             for name in {output_names!r}:
                 if name in scope:
                     value = scope[name]
@@ -223,10 +234,13 @@ def _collect_function(output_names: tuple[str, ...], cell_outputs: type) -> Call
                 if is_live(value):
                     dropped.append(name)
                     value = None
+                elif isinstance(value, tuple):
+                    boxed.append(name)
+                    value = [value]
                 values[name] = value
             for name in dropped:
                 values.setdefault(name, None)
-            return CellOutputs(flyte_dask_dropped=dropped, **values)
+            return CellOutputs(flyte_dask_dropped=dropped, flyte_dask_boxed=boxed, **values)
 
         def is_live(value, depth=0):
             if type(value).__module__.split(".")[0] == "distributed":
@@ -261,7 +275,7 @@ def build_task(
     output_names = program.outputs + ((VALUE_OUTPUT,) if program.last_expression else ())
     output_fields = [
         (name, output_type(program.annotations.get(name))) for name in output_names
-    ] + [(DROPPED_OUTPUT, list[str])]
+    ] + [(name, list[str]) for name in META_OUTPUTS]
     cell_outputs = typing.NamedTuple("CellOutputs", output_fields)  # type: ignore[misc]
 
     name = spec.name or default_task_name(program.body)

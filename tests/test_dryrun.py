@@ -110,7 +110,12 @@ def test_types_are_readable() -> None:
     cell = "total: int = int(frame.a.sum())\nlabel: str = 'x'\n"
     facts = plan("--workers 1", cell, {"frame": frame}).task
     assert facts["inputs"] == {"frame": "StructuredDataset"}
-    assert facts["outputs"] == {"total": "int", "label": "str", "flyte_dask_dropped": "list[str]"}
+    assert facts["outputs"] == {
+        "total": "int",
+        "label": "str",
+        "flyte_dask_dropped": "list[str]",
+        "flyte_dask_boxed": "list[str]",
+    }
 
 
 @pytest.mark.parametrize(

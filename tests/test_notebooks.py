@@ -15,6 +15,16 @@ ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
 
 #: Text that must appear in the outputs of each notebook (key results, not just "no error").
 EXPECTED = {
+    "03_caching_and_reproducibility.ipynb": [
+        "the local cache is empty",
+        "first run: succeeded - cluster started: True",
+        "second run: cached - cluster started: False",
+        "same outputs: True",
+        "third run: succeeded",
+        "fourth run: succeeded - cache version data-2026-11",
+        "DaskJob (validated against the dask-kubernetes CRD)",
+        "replicas: 4",
+    ],
     "01_quickstart.ipynb": [
         "5050",
         "first results: [1, 2, 3, 4, 5]",

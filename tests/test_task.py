@@ -29,7 +29,13 @@ def test_task_is_a_real_dask_task_with_typed_interface():
     inputs = cell_task.task.python_interface.inputs
     assert inputs == {"values": list[int], "factor": float, "name": str}
     outputs = cell_task.task.python_interface.outputs
-    assert list(outputs) == ["total", "label", "flyte_dask_value", "flyte_dask_dropped"]
+    assert list(outputs) == [
+        "total",
+        "label",
+        "flyte_dask_value",
+        "flyte_dask_dropped",
+        "flyte_dask_boxed",
+    ]
     assert cell_task.task.name == cell_task.name and cell_task.name.startswith("cell_")
 
 
@@ -97,3 +103,13 @@ def test_content_hash_is_by_content():
     assert content_hash(frame) == content_hash(frame.copy())
     assert content_hash(frame) != content_hash(pd.DataFrame({"a": [1, 3]}))
     assert content_hash(np.arange(3)) != content_hash(np.arange(4))
+
+
+def test_tuple_outputs_travel_boxed_and_come_back_as_tuples():
+    from dask_flyte_jupyter.task import unpack_outputs
+
+    cell_task = build("pair = (a, a + 1)\npair\n", a=1)
+    out = cell_task.task(a=1)
+    assert out.flyte_dask_boxed == ["pair", "flyte_dask_value"]
+    kept, dropped = unpack_outputs(out._asdict())
+    assert kept == {"pair": (1, 2), "flyte_dask_value": (1, 2)} and dropped == []

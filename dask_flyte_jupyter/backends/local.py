@@ -21,7 +21,7 @@ from typing import Any
 from ..cell import CellProgram
 from ..run import RunHandle
 from ..spec import ClusterSpec, LocalShape, local_shape
-from ..task import CellTask, build_task
+from ..task import META_OUTPUTS, CellTask, build_task
 from .dask_monitor import watch_cluster
 
 ADDRESS_VARIABLE = "DASK_SCHEDULER_ADDRESS"
@@ -153,7 +153,7 @@ def _close_cluster(cluster: Any) -> None:
 
 
 def _as_dict(outputs: Any, cell_task: CellTask) -> dict[str, Any]:
-    names = [*cell_task.output_names, "flyte_dask_dropped"]
+    names = [*cell_task.output_names, *META_OUTPUTS]
     if len(names) == 1:
         return {names[0]: outputs}
     return dict(zip(names, outputs, strict=True))

@@ -1,0 +1,177 @@
+"""The JupyterLab sidebar's channel into the kernel: a comm with a typed request/reply envelope.
+
+``%load_ext dask_flyte_jupyter`` in an ipykernel registers the comm target ``dask_flyte_jupyter``
+and announces itself by opening (and at once closing) a comm to the same target name, so that a
+sidebar already showing this kernel learns that the extension is now loaded. The sidebar talks
+over a comm that it opens itself; a kernel without the extension closes that comm at once, which
+is how the sidebar knows to offer loading it.
+
+Every message is a JSON object with a ``type``; a reply repeats the request's ``request_id``;
+messages the kernel pushes by itself have ``request_id`` null.
+
+===========================  ===============================================================
+sidebar -> kernel            kernel -> sidebar
+===========================  ===============================================================
+``{"type": "hello"}``        ``{"type": "hello", "protocol": 1, "version": "0.1.0"}``
+``{"type": "runs"}``         ``{"type": "runs", "runs": [RunHandle.to_record(), ...]}``
+anything else                ``{"type": "error", "message": "..."}``
+(nothing)                    ``{"type": "runs", "request_id": null, "runs": [...]}`` when a
+                             run starts, changes phase or ends (at most ~4 a second while a
+                             run reports progress)
+===========================  ===============================================================
+
+The run history is the magics instance's ``runs`` list (oldest first). Nothing here runs at
+import time, and nothing is imported from ``comm`` outside an ipykernel.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from . import __version__
+
+#: Comm target name, the same on both sides.
+TARGET = "dask_flyte_jupyter"
+#: Version of the envelope; the sidebar refuses a kernel that speaks another one.
+PROTOCOL = 1
+#: Shortest interval between two pushes caused by progress events of a run.
+PUSH_INTERVAL = 0.25
+
+
+def _magics(shell: Any) -> Any:
+    """The FlyteDaskMagics instance registered in ``shell`` (None when not loaded)."""
+    return shell.magics_manager.registry.get("FlyteDaskMagics")
+
+
+class ObservedRuns(list):  # type: ignore[type-arg]
+    """The run history, calling ``on_append`` for each run added to it."""
+
+    def __init__(self, runs: Iterable[Any], on_append: Callable[[Any], None]) -> None:
+        super().__init__(runs)
+        self.on_append = on_append
+
+    def append(self, run: Any) -> None:
+        super().append(run)
+        self.on_append(run)
+
+
+class SidebarChannel:
+    """The open comms of one kernel's sidebars, and what they are told."""
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        self.comms: list[Any] = []
+        self._last_push = 0.0
+
+    # ---- comm plumbing -------------------------------------------------------------------
+
+    def attach(self, comm: Any) -> None:
+        self.comms.append(comm)
+        comm.on_msg(self._on_msg)
+        comm.on_close(lambda _msg: self._forget(comm))
+
+    def _forget(self, comm: Any) -> None:
+        if comm in self.comms:
+            self.comms.remove(comm)
+
+    def open_from_frontend(self, comm: Any, msg: dict[str, Any]) -> None:
+        """Comm target: a sidebar opened a comm."""
+        self.attach(comm)
+        data = msg.get("content", {}).get("data") or {}
+        comm.send(self.hello(data.get("request_id")))
+
+    def announce(self) -> None:
+        """Tell the front end that the extension is now loaded in this kernel.
+
+        The comm is closed at once: it only says hello. A sidebar answers by opening its own
+        comm, which then carries the requests, the replies and the pushes.
+        """
+        from comm import create_comm
+
+        create_comm(target_name=TARGET, data=self.hello(None)).close()
+
+    def _on_msg(self, msg: dict[str, Any]) -> None:
+        data = msg.get("content", {}).get("data") or {}
+        comm_id = msg.get("content", {}).get("comm_id")
+        comm = next((c for c in self.comms if c.comm_id == comm_id), None)
+        if comm is not None:
+            comm.send(self.reply(data))
+
+    # ---- the envelope --------------------------------------------------------------------
+
+    def hello(self, request_id: Any) -> dict[str, Any]:
+        return {
+            "type": "hello",
+            "request_id": request_id,
+            "protocol": PROTOCOL,
+            "version": __version__,
+        }
+
+    def runs_message(self, request_id: Any) -> dict[str, Any]:
+        magics = _magics(self.shell)
+        runs = list(magics.runs) if magics is not None else []
+        return {"type": "runs", "request_id": request_id, "runs": [r.to_record() for r in runs]}
+
+    def reply(self, data: Any) -> dict[str, Any]:
+        """The answer to one request from a sidebar."""
+        if not isinstance(data, dict):
+            return {"type": "error", "request_id": None, "message": "a message must be an object"}
+        request_id = data.get("request_id")
+        kind = data.get("type")
+        if kind == "runs":
+            return self.runs_message(request_id)
+        if kind == "hello":
+            return self.hello(request_id)
+        return {
+            "type": "error",
+            "request_id": request_id,
+            "message": f"unknown request type {kind!r} (known: hello, runs)",
+        }
+
+    # ---- pushes --------------------------------------------------------------------------
+
+    def push(self) -> None:
+        if not self.comms:
+            return
+        message = self.runs_message(None)
+        self._last_push = time.monotonic()
+        for comm in list(self.comms):
+            comm.send(message)
+
+    def on_new_run(self, run: Any) -> None:
+        listeners = getattr(run, "listeners", None)
+        if isinstance(listeners, list):
+            listeners.append(self.on_run_event)
+        self.push()
+
+    def on_run_event(self, run: Any, event: str) -> None:
+        changed = event.startswith(("status:", "phase:"))
+        if changed or time.monotonic() - self._last_push >= PUSH_INTERVAL:
+            self.push()
+
+    def observe(self, magics: Any) -> None:
+        """Push the run list whenever the magics instance records a new run."""
+        if not isinstance(magics.runs, ObservedRuns) or magics.runs.on_append != self.on_new_run:
+            magics.runs = ObservedRuns(magics.runs, self.on_new_run)
+
+
+def register_comm(shell: Any) -> SidebarChannel | None:
+    """Called by ``load_ipython_extension``: serve the sidebar when ``shell`` is an ipykernel.
+
+    Loading twice (``%reload_ext``) keeps one channel and its open comms.
+    """
+    if getattr(shell, "kernel", None) is None:
+        return None  # a terminal IPython: there is no front end to talk to
+    from comm import get_comm_manager
+
+    manager = get_comm_manager()
+    existing = getattr(manager.targets.get(TARGET), "__self__", None)
+    channel = existing if isinstance(existing, SidebarChannel) else SidebarChannel(shell)
+    manager.register_target(TARGET, channel.open_from_frontend)
+    magics = _magics(shell)
+    if magics is not None:
+        channel.observe(magics)
+    channel.announce()
+    return channel
