@@ -68,6 +68,8 @@ def _status_text(handle: RunHandle) -> str:
     up, wanted = handle.workers
     if phase == "starting cluster" and wanted:
         return f"{phase} (workers up {up}/{wanted})"
+    if handle.remote_status:
+        return f"{phase} ({handle.remote_status}, {handle.duration:.0f}s elapsed)"
     return phase
 
 
@@ -109,6 +111,10 @@ class WidgetView:
             if handle.dashboard_link
             else ""
         )
+        link += "".join(
+            f" · <a href='{html.escape(url)}' target='_blank'>{html.escape(label)}</a>"
+            for label, url in handle.links.items()
+        )
         status = html.escape(_status_text(handle))
         self.header.value = f"<b>{html.escape(handle.name)}</b> · {status}{link}"
         self.phases.value = " → ".join(
@@ -122,7 +128,7 @@ class WidgetView:
 
     def close(self, handle: RunHandle) -> None:
         self.render(handle)
-        _publish(handle._repr_mimebundle_(), self.display_id, update=True)
+        _publish(_final_bundle(handle), self.display_id, update=True)
         self.widget.close()
 
 
@@ -133,6 +139,8 @@ class TextView:
         self.stream = stream or sys.stdout
         self.history: list[str] = []
         self._last_tasks = 0.0
+        self._last_text = ""
+        self._remote_status = ""
 
     def render(self, handle: RunHandle) -> None:
         shown = handle.status if handle.status in FINAL else handle.current_phase
@@ -140,15 +148,21 @@ class TextView:
             self.history.append(shown)
             if shown not in FINAL:
                 self.stream.write(f"flyte_dask: {handle.name}: {shown}…\n")
+        if handle.remote_status and handle.remote_status != self._remote_status:
+            self._remote_status = handle.remote_status
+            links = "".join(f" · {label}: {url}" for label, url in handle.links.items())
+            self.stream.write(
+                f"flyte_dask: {handle.remote_status} ({handle.duration:.0f}s elapsed){links}\n"
+            )
         now = time.monotonic()
         tasks = _tasks_text(handle)
-        if tasks and now - self._last_tasks >= TEXT_INTERVAL:
-            self._last_tasks = now
+        if tasks and tasks != self._last_text and now - self._last_tasks >= TEXT_INTERVAL:
+            self._last_tasks, self._last_text = now, tasks
             self.stream.write(f"flyte_dask: {tasks}\n")
 
     def close(self, handle: RunHandle) -> None:
         self.render(handle)
-        _publish(handle._repr_mimebundle_())
+        _publish(_final_bundle(handle))
 
 
 class QuietView:
@@ -160,7 +174,16 @@ class QuietView:
         pass
 
     def close(self, handle: RunHandle) -> None:
-        _publish(handle._repr_mimebundle_())
+        _publish(_final_bundle(handle))
+
+
+def _final_bundle(handle: RunHandle) -> dict[str, str]:
+    """The summary of an ended run; a short line for a run that goes on (``--no-wait``), whose
+    handle the cell returns and so displays itself."""
+    if handle.status in FINAL:
+        return handle._repr_mimebundle_()
+    text = f"flyte_dask: {handle.name}: {handle.status} ({handle.remote_status or 'submitted'})"
+    return {"text/plain": text, "text/html": f"<div>{html.escape(text)}</div>"}
 
 
 def make_view(mode: str) -> View:
@@ -226,16 +249,17 @@ class RunTable:
 
     @staticmethod
     def _row(run: RunHandle) -> tuple[str, ...]:
+        run.refresh()  # a run that goes on without the kernel (--no-wait): its status now
         record = run.to_record()
         return (
             run.name,
-            run.status,
+            run.status + (f" ({run.remote_status})" if run.remote_status else ""),
             record["started"],
             f"{run.duration:.1f}s",
             record["used"] or "-",
             "hit" if run.cache_hit else ("miss" if run.spec.cache else "off"),
             ", ".join(run.outputs) or "-",
-            run.dashboard_link or "-",
+            run.dashboard_link or next(iter(run.links.values()), "-"),
         )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
@@ -264,5 +288,6 @@ class RunTable:
 
 def _cell_html(value: str) -> str:
     if value.startswith("http"):
-        return f"<a href='{html.escape(value)}' target='_blank'>dashboard</a>"
+        label = "Flyte console" if "/console/" in value else "dashboard"
+        return f"<a href='{html.escape(value)}' target='_blank'>{label}</a>"
     return html.escape(value)

@@ -50,6 +50,18 @@ class RunHandle:
     cache_hit: bool = False
     task_source: Callable[[], TaskCounts] | None = field(default=None, repr=False)
     workers: tuple[int, int] = (0, 0)  # (up, wanted) while the cluster starts
+    #: Links to show with the run (label -> URL), e.g. the Flyte console of a remote execution.
+    links: dict[str, str] = field(default_factory=dict)
+    #: A remote backend's own view of the run, e.g. "execution RUNNING, node RUNNING".
+    remote_status: str = ""
+    #: Further summary rows a backend adds (label -> text), e.g. the execution id and image.
+    details: dict[str, str] = field(default_factory=dict)
+    #: Package versions by role (job runner, scheduler, workers), where a backend reports them.
+    environment: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    #: Set by backends whose runs go on without the kernel (``--no-wait``).
+    follower: Callable[..., Any] | None = field(default=None, repr=False)
+    refresher: Callable[[], None] | None = field(default=None, repr=False)
+    canceller: Callable[[], None] | None = field(default=None, repr=False)
     view: Any = field(default=None, repr=False)  # the live progress view, while shown
     listeners: list[Callable[[RunHandle, str], None]] = field(default_factory=list, repr=False)
     _phase_start: float = field(default=0.0, repr=False)
@@ -83,6 +95,26 @@ class RunHandle:
     def _close_phase(self) -> None:
         if self.current_phase is not None:
             self.phases[self.current_phase] = time.perf_counter() - self._phase_start
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Follows a run that was started with ``--no-wait`` until it ends, shows its progress,
+        writes its outputs into the notebook and returns the value of the cell's last expression
+        (a failed run raises, like the cell would have). ``timeout``: seconds, then terminated."""
+        if self.follower is not None and self.status not in FINAL:
+            return self.follower(timeout=timeout)
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+    def refresh(self) -> None:
+        """Updates the status of a run that goes on without the kernel (``--no-wait``)."""
+        if self.refresher is not None and self.status not in FINAL:
+            self.refresher()
+
+    def cancel(self) -> None:
+        """Stops a run that goes on without the kernel (terminates a remote execution)."""
+        if self.canceller is not None and self.status not in FINAL:
+            self.canceller()
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -120,6 +152,8 @@ class RunHandle:
                 "erred": self.tasks.erred,
             },
             "dashboard": self.dashboard_link,
+            "links": dict(self.links),
+            "remote_status": self.remote_status or None,
             "error": f"{type(self.error).__name__}: {self.error}" if self.error else None,
         }
 
@@ -128,7 +162,7 @@ class RunHandle:
     def summary_rows(self) -> list[tuple[str, str]]:
         rows = [
             ("task", f"{self.name} (version {self.version})" if self.version else self.name),
-            ("status", self.status),
+            ("status", self.status + (f" ({self.remote_status})" if self.remote_status else "")),
             (
                 "requested",
                 self.spec.magic_line().removeprefix("%%flyte_dask").strip() or "defaults",
@@ -152,6 +186,8 @@ class RunHandle:
             rows.append(("not kept", ", ".join(self.dropped) + " (live cluster objects)"))
         if self.dashboard_link:
             rows.append(("dashboard", self.dashboard_link))
+        rows.extend(self.details.items())
+        rows.extend(self.links.items())
         rows.extend(("note", note) for note in self.notes)
         return rows
 
@@ -160,7 +196,7 @@ class RunHandle:
 
     def summary_html(self) -> str:
         def value_html(key: str, value: str) -> str:
-            if key == "dashboard":  # clickable in JupyterLab
+            if key == "dashboard" or key in self.links:  # clickable in JupyterLab
                 return f"<a href='{html.escape(value)}' target='_blank'>{html.escape(value)}</a>"
             return html.escape(value)
 
@@ -186,7 +222,8 @@ def describe_value(name: str, value: Any) -> str:
     """``name: type (size)`` for the summary: shape for frames and arrays, length for sized."""
     kind = type(value).__name__
     shape = getattr(value, "shape", None)
-    if isinstance(shape, tuple):
+    # Lazy collections (dask) have shapes of unknown size: show only concrete ones.
+    if isinstance(shape, tuple) and all(isinstance(n, int) for n in shape):
         size = " x ".join(str(n) for n in shape)
         nbytes = _memory_size(value)
         return f"{name}: {kind} ({size}{', ' + nbytes if nbytes else ''})"
