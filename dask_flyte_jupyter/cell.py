@@ -18,7 +18,9 @@ from typing import Literal
 # The kernel provides these; a task process has no kernel to ask.
 _KERNEL_ONLY = frozenset({"get_ipython", "In", "Out"})
 # Provided by the kernel and harmless (or provided) in the task: never inputs.
-_KERNEL_BUILTINS = frozenset({"display", "exit", "quit"})
+# Names IPython puts into the namespace that are builtins everywhere else (its `open` wraps the
+# builtin): never inputs, so they are not pickled into the task.
+_KERNEL_BUILTINS = frozenset({"display", "exit", "quit", "open"})
 _BUILTINS = frozenset(dir(builtins))
 
 # `!cmd`, `%magic`, `%%magic`, `?name`, `name?`, `x = !cmd`, `x = %magic`. Only consulted for the

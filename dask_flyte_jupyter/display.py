@@ -182,7 +182,7 @@ def _final_bundle(handle: RunHandle) -> dict[str, str]:
     handle the cell returns and so displays itself."""
     if handle.status in FINAL:
         return handle._repr_mimebundle_()
-    text = f"flyte_dask: {handle.name}: {handle.status} ({handle.remote_status or 'submitted'})"
+    text = f"flyte_dask: {handle.name}: {handle.remote_status or handle.status}; not waiting for it"
     return {"text/plain": text, "text/html": f"<div>{html.escape(text)}</div>"}
 
 

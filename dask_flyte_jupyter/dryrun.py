@@ -30,7 +30,6 @@ from .spec import ClusterSpec
 
 #: Flyte v1 backends (through 1.16) start dask with the commands this release removed.
 DISTRIBUTED_WITHOUT_OLD_COMMANDS = (2026, 6)
-PLACEHOLDER_NOTE = "placeholder: flytekit's default image for this Python; pass --image"
 #: Heads the YAML: what the Flyte deployment adds at run time, so nobody mistakes it for missing.
 YAML_HEADER = (
     "# Filled in by Flyte at run time, not shown: the execution's generated name, namespace,\n"
@@ -70,7 +69,9 @@ class DryRun:
 
     def rows(self) -> list[tuple[str, str]]:
         t = self.task
-        image = t["image"] + (f"  ({PLACEHOLDER_NOTE})" if t["image_placeholder"] else "")
+        image = t["image"] + (
+            f"  (default {t['image_contents']})" if t["image_placeholder"] else ""
+        )
         cache = f"on, version {t['cache_version']}" if t["cache"] else "off"
         return [
             ("task", f"{t['name']}  ({t['type']} task, nothing was started)"),
@@ -247,11 +248,12 @@ def _container_resources(pod: Mapping[str, Any]) -> dict[str, Any]:
     return dict(pod["containers"][0].get("resources", {}))
 
 
-def default_image() -> str:
-    """flytekit's default image for this kernel's Python (a placeholder until --image/ImageSpec)."""
-    from flytekit.configuration import DefaultImages
+def default_image(imports: tuple[str, ...] = ()) -> Any:
+    """The default task image of a cell importing ``imports``: an ``image.DefaultImage`` (the
+    ImageSpec from this kernel's environment that a remote run builds if it is missing)."""
+    from .image import default_image as image_from_kernel
 
-    return str(DefaultImages.default_image())
+    return image_from_kernel(imports)
 
 
 def serialize(task: Any, image: str, version: str) -> Any:
@@ -270,7 +272,8 @@ def dry_run(program: CellProgram, spec: ClusterSpec, namespace: Mapping[str, obj
     from .task import build_task
 
     cell_task = build_task(program, spec, namespace)  # a plain DaskTask: never the local backend
-    image = spec.image or default_image()
+    default = default_image(program.imports) if spec.image is None else None
+    image = str(default.name) if default is not None else str(spec.image)
     model = serialize(cell_task.task, image, cell_task.version)
     template: dict[str, Any] = MessageToDict(model.to_flyte_idl())
     manifest = build_manifest(template)
@@ -286,7 +289,8 @@ def dry_run(program: CellProgram, spec: ClusterSpec, namespace: Mapping[str, obj
         "version": model.id.version,
         "type": model.type,
         "image": model.container.image,
-        "image_placeholder": spec.image is None,
+        "image_placeholder": spec.image is None,  # no --image: the default ImageSpec
+        "image_contents": default.describe() if default is not None else None,
         "inputs": types(model.interface.inputs),
         "outputs": types(model.interface.outputs),
         "cache": bool(model.metadata.discoverable),

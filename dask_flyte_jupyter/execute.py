@@ -9,6 +9,7 @@ import ast
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -61,13 +62,22 @@ def code_files(program: CellProgram, inputs: dict[str, Any], cell_file: str) -> 
 
 
 def execute_cell(
-    magics: Any, program: CellProgram, spec: ClusterSpec, out_var: str | None, progress: bool
+    magics: Any,
+    program: CellProgram,
+    spec: ClusterSpec,
+    out_var: str | None,
+    progress: bool,
+    backend: Any = None,
 ) -> Any:
-    """Runs ``program`` with ``spec``; returns the value of the cell's last expression."""
+    """Runs ``program`` with ``spec`` on ``backend`` (default: local); returns the value of the
+    cell's last expression, or the run handle of a run that goes on without waiting for it."""
     shell = magics.shell
     prepare_flytekit(shell)
-    backend = LocalBackend()
-    handle = RunHandle(name=spec.name or default_task_name(program.body), spec=spec)
+    if backend is None:
+        backend = LocalBackend()
+    handle = RunHandle(
+        name=spec.name or default_task_name(program.body), spec=spec, backend=backend.name
+    )
     handle.begin("packaging")
     try:
         cell_task = backend.build(program, spec, shell.user_ns)
@@ -79,25 +89,63 @@ def execute_cell(
     inputs = {name: shell.user_ns[name] for name in program.inputs}
 
     mode = progress_mode(shell) if progress else "none"
+    files = code_files(program, inputs, cell_task.filename)
+    if follow_run(
+        shell,
+        handle,
+        lambda: backend.run(cell_task, inputs, handle),
+        mode,
+        out_var,
+        cell_task.filename,
+        files,
+    ):
+        return handle.value if program.last_expression else None
+
+    def follow(timeout: float | None = None) -> Any:  # handle.wait()
+        def run() -> dict[str, Any]:
+            return backend.follow(handle, timeout)  # type: ignore[no-any-return]
+
+        follow_run(shell, handle, run, mode, out_var, cell_task.filename, files)
+        return handle.value
+
+    handle.follower = follow
+    if out_var is not None:
+        shell.user_ns[out_var] = handle
+    return handle
+
+
+def follow_run(
+    shell: Any,
+    handle: RunHandle,
+    run: Callable[[], dict[str, Any] | None],
+    mode: str,
+    out_var: str | None,
+    cell_filename: str,
+    files: dict[str, str],
+) -> bool:
+    """Shows the run live while ``run()`` runs it, then puts its outputs into the notebook.
+
+    Returns False when ``run()`` returns None: the run goes on without waiting (``--no-wait``).
+    A failed run raises its error with a readable traceback; an interrupted one re-raises.
+    """
     with show_progress(handle, mode) as handle.view:
         try:
-            outputs = backend.run(cell_task, inputs, handle)
+            outputs = run()
         except KeyboardInterrupt as error:
             handle.finish("interrupted", error)
-            sys.stderr.write("flyte_dask: interrupted; the cell's cluster was shut down\n")
+            what = getattr(error, "flyte_dask_message", "the cell's cluster was shut down")
+            sys.stderr.write(f"flyte_dask: interrupted; {what}\n")
             raise
         except Exception as error:
             handle.finish("failed", error)
             restore_message(error)
-            lines = explain_failure(
-                error,
-                handle.failed_phase,
-                cell_task.filename,
-                handle.name,
-                code_files(program, inputs, cell_task.filename),
+            lines = getattr(error, "flyte_dask_explanation", None) or explain_failure(
+                error, handle.failed_phase, cell_filename, handle.name, files
             )
             attach_readable_traceback(error, lines)
             raise
+        if outputs is None:
+            return False
 
         handle.begin("gathering results")
         kept, dropped = unpack_outputs(outputs)
@@ -108,4 +156,4 @@ def execute_cell(
         if out_var is not None:
             shell.user_ns[out_var] = handle
         handle.finish("cached" if handle.cache_hit else "succeeded")
-    return handle.value if program.last_expression else None
+    return True

@@ -29,11 +29,14 @@ SPEC_FLAGS = {
 }
 #: Flags %flyte_dask_config sets (a default task name would make every cell the same task).
 CONFIG_FLAGS = {flag: dest for flag, dest in SPEC_FLAGS.items() if flag != "name"}
-NOT_YET = {
-    "remote": "--remote",
+NOT_YET: dict[str, str] = {}
+#: Options that only mean something for a remote run (argparse dest -> flag).
+REMOTE_ONLY = {
     "project": "--project",
     "domain": "--domain",
     "config": "--config",
+    "timeout": "--timeout",
+    "no_wait": "--no-wait",
 }
 
 
@@ -95,10 +98,28 @@ class FlyteDaskMagics(Magics):
         action="store_true",
         help="no live progress view (the summary is still shown)",
     )
-    @argument("--remote", action="store_true", help="run on a Flyte cluster (not yet available)")
-    @argument("--project", help="Flyte project (with --remote)")
-    @argument("--domain", help="Flyte domain (with --remote)")
-    @argument("--config", metavar="PATH", help="flytectl config file (with --remote)")
+    @argument(
+        "--remote",
+        action="store_true",
+        help="run on a Flyte cluster (its dask plugin starts the cluster from the task image)",
+    )
+    @argument("--project", help="Flyte project (with --remote; default: the Flyte config's)")
+    @argument("--domain", help="Flyte domain (with --remote; default: the Flyte config's)")
+    @argument(
+        "--config",
+        metavar="PATH",
+        help="flytectl config file (with --remote; default: $FLYTECTL_CONFIG, ~/.flyte/...)",
+    )
+    @argument(
+        "--timeout",
+        metavar="SECONDS",
+        help="with --remote: terminate the execution when it runs longer than this",
+    )
+    @argument(
+        "--no-wait",
+        action="store_true",
+        help="with --remote: return the run handle at once; handle.wait() follows the run",
+    )
     @argument(
         "--dry-run",
         action="store_true",
@@ -129,6 +150,9 @@ class FlyteDaskMagics(Magics):
 
         Quantities use Kubernetes syntax (2, 500m, 1.5 for CPU; 512Mi, 4Gi, 1G for memory).
         Locally the cluster is scaled down to fit the machine, with a note saying so.
+        With --remote the cell runs on a Flyte cluster (flytekit's config lookup, or --config):
+        registered once per version, its dask cluster started from the task image (--image, or
+        an ImageSpec of this kernel's environment), its outputs brought back the same way.
         Error line numbers count the %%flyte_dask line as line 1, as JupyterLab shows them.
         """
         args = parse_argstring(self.flyte_dask, line)
@@ -138,6 +162,12 @@ class FlyteDaskMagics(Magics):
                     f"{flag} is not yet available in this version of dask_flyte_jupyter"
                 )
         out_var = _identifier_or_none(args.out, "--out")
+        remote = bool(args.remote or self.kernel_defaults.remote)
+        if not remote:
+            for dest, flag in REMOTE_ONLY.items():
+                if getattr(args, dest):
+                    raise UsageError(f"{flag} needs --remote")
+        _seconds(args.timeout)
         try:
             spec = spec_from_options(
                 {flag: getattr(args, dest) for flag, dest in SPEC_FLAGS.items()},
@@ -161,7 +191,61 @@ class FlyteDaskMagics(Magics):
 
         from .execute import execute_cell  # imports flytekit: only when a cell runs
 
-        return execute_cell(self, program, spec, out_var, progress=not args.no_progress)
+        backend = self._remote_backend(args) if remote else None
+        return execute_cell(
+            self, program, spec, out_var, progress=not args.no_progress, backend=backend
+        )
+
+    def _connection(self, args: Any) -> Any:
+        """Where a remote run goes: ``--config`` / ``--project`` / ``--domain``, else the kernel
+        defaults, else the Flyte config's."""
+        from .backends.flyte import Connection
+
+        try:
+            return Connection(
+                config=args.config,
+                project=args.project or self.kernel_defaults.project or None,
+                domain=args.domain or self.kernel_defaults.domain or None,
+            )
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+
+    def _remote_backend(self, args: Any) -> Any:
+        """The Flyte backend for ``--remote`` (or remote kernel defaults)."""
+        from .backends.flyte import FlyteBackend
+
+        connection = self._connection(args)
+        return FlyteBackend(connection, timeout=_seconds(args.timeout), wait=not args.no_wait)
+
+    @magic_arguments()
+    @argument("--config", metavar="PATH", help="flytectl config file (default: flytekit's lookup)")
+    @argument("--project", help="Flyte project (default: the Flyte config's)")
+    @argument("--domain", help="Flyte domain (default: the Flyte config's)")
+    @argument("--timeout", metavar="SECONDS", help="terminate the execution after this long")
+    @argument("--out", metavar="VAR", help="store the run handle in VAR")
+    @argument("--no-progress", action="store_true", help="no live progress view")
+    @argument("execution", metavar="EXECUTION_ID", help="NAME, PROJECT/DOMAIN/NAME or console URL")
+    @line_magic
+    def flyte_dask_attach(self, line: str) -> Any:
+        """Follow a remote execution started earlier (``--no-wait``, or before a kernel restart)
+        and bring its outputs into the notebook, as if the cell had waited for it.
+
+        Example::
+
+            %flyte_dask_attach fd0123456789abcdef01 --config ~/.flyte/config.yaml
+        """
+        args = parse_argstring(self.flyte_dask_attach, line)
+        out_var = _identifier_or_none(args.out, "--out")
+        from .backends.flyte import attach_execution  # imports flytekit
+
+        return attach_execution(
+            self,
+            args.execution,
+            self._connection(args),
+            out_var,
+            progress=not args.no_progress,
+            timeout=_seconds(args.timeout),
+        )
 
     @magic_arguments()
     @argument("--workers", type=str, metavar="N", help="number of dask workers (>= 1)")
@@ -259,6 +343,19 @@ def parse_magic_line(line: str) -> dict[str, object]:
         for dest, value in vars(args).items()
         if value is not None and value is not False
     }
+
+
+def _seconds(text: str | None) -> float | None:
+    """``--timeout``: a number of seconds > 0."""
+    if text is None:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise UsageError(f"--timeout: must be a number of seconds > 0, got {text!r}")
+    return seconds
 
 
 def _name_list(text: str | None, flag: str) -> list[str] | None:

@@ -33,7 +33,16 @@ DROPPED_OUTPUT = "flyte_dask_dropped"
 #: Output listing outputs sent inside a one-element list: flytekit refuses tuple output values.
 BOXED_OUTPUT = "flyte_dask_boxed"
 META_OUTPUTS = (DROPPED_OUTPUT, BOXED_OUTPUT)
-RESERVED_NAMES = (*META_OUTPUTS, VALUE_OUTPUT, "flyte_dask_collect", "CellOutputs")
+#: Output with the versions of job runner, scheduler and workers (remote builds only, JSON).
+VERSIONS_OUTPUT = "flyte_dask_versions"
+RESERVED_NAMES = (
+    *META_OUTPUTS,
+    VALUE_OUTPUT,
+    VERSIONS_OUTPUT,
+    "flyte_dask_collect",
+    "flyte_dask_extra",
+    "CellOutputs",
+)
 #: Declared type of values that travel as pickles (flytekit's pickle type; None allowed).
 PICKLED: Any = Any | None
 # Bumped when the generated function changes shape, so old versions are not reused.
@@ -125,6 +134,8 @@ def input_type(value: object) -> Any:
     type_name = f"{type(value).__module__}.{type(value).__qualname__}"
     if type_name in ("pandas.DataFrame", "numpy.ndarray"):
         return _hashed(type(value))
+    if type_name.startswith(("flytekit.types.file.", "flytekit.types.directory.")):
+        return type(value)  # FlyteFile / FlyteDirectory: uploaded by flytekit, not pickled
     return _hashed(PICKLED)
 
 
@@ -240,7 +251,13 @@ def _collect_function(output_names: tuple[str, ...], cell_outputs: type) -> Call
                 values[name] = value
             for name in dropped:
                 values.setdefault(name, None)
-            return CellOutputs(flyte_dask_dropped=dropped, flyte_dask_boxed=boxed, **values)
+            try:  # remote builds: the versions of the cluster (parity.py)
+                extra = flyte_dask_extra()
+            except NameError:
+                extra = {{}}
+            return CellOutputs(
+                flyte_dask_dropped=dropped, flyte_dask_boxed=boxed, **values, **extra
+            )
 
         def is_live(value, depth=0):
             if type(value).__module__.split(".")[0] == "distributed":
@@ -262,8 +279,14 @@ def build_task(
     spec: ClusterSpec,
     namespace: Mapping[str, object],
     task_class: type | None = None,
+    *,
+    report_versions: bool = False,
 ) -> CellTask:
-    """Builds the flytekit dask task for an analysed cell."""
+    """Builds the flytekit dask task for an analysed cell.
+
+    ``report_versions`` (remote runs) adds the output :data:`VERSIONS_OUTPUT`: the versions of
+    the job runner, scheduler and workers, collected after the cell's code (``parity.py``).
+    """
     from flytekit.core.base_task import TaskMetadata
     from flytekitplugins.dask.task import DaskTask
 
@@ -276,6 +299,8 @@ def build_task(
     output_fields = [
         (name, output_type(program.annotations.get(name))) for name in output_names
     ] + [(name, list[str]) for name in META_OUTPUTS]
+    if report_versions:
+        output_fields.append((VERSIONS_OUTPUT, str))
     cell_outputs = typing.NamedTuple("CellOutputs", output_fields)  # type: ignore[misc]
 
     name = spec.name or default_task_name(program.body)
@@ -304,6 +329,11 @@ def build_task(
         "CellOutputs": cell_outputs,
         "flyte_dask_collect": _collect_function(output_names, cell_outputs),
     }
+    if report_versions:  # a global of the collector, so that cloudpickle ships it
+        from .parity import collector
+
+        collect = module_globals["flyte_dask_collect"]
+        collect.__globals__["flyte_dask_extra"] = collector(VERSIONS_OUTPUT)
     for module in program.modules:
         module_globals[module.name] = _import(module.module)
     exec(compile(_function_ast(program, params, filename), filename, "exec"), module_globals)

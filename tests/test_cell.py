@@ -597,3 +597,8 @@ def test_annotation_names_must_be_known() -> None:
 )
 def test_last_expression(body: str, expected: bool) -> None:
     assert analyse_cell(body, {}).last_expression is expected
+
+
+def test_ipythons_open_in_the_namespace_is_not_an_input() -> None:
+    program = analyse_cell("text = open('f.txt').read()\n", {"open": open})
+    assert program.inputs == ()

@@ -10,7 +10,6 @@ import pandas as pd
 import psutil
 import pytest
 import yaml
-from flytekit.configuration import DefaultImages
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import parse_argstring
 
@@ -24,6 +23,7 @@ from dask_flyte_jupyter.dryrun import (
     show_dry_run,
     type_label,
 )
+from dask_flyte_jupyter.image import default_image
 from dask_flyte_jupyter.magics import SPEC_FLAGS, parse_magic_line
 from dask_flyte_jupyter.manifest import build_manifest, validate_manifest
 from dask_flyte_jupyter.spec import spec_from_options
@@ -65,7 +65,7 @@ def increment(namespace: dict[str, Any]) -> DryRun:
 
 def test_increment_manifest_is_valid_and_matches_the_plugin(increment: DryRun) -> None:
     validate_manifest(increment.manifest)  # dry_run validated it too; check it stays valid
-    image = DefaultImages.default_image()
+    image = default_image(("distributed",)).name  # the ImageSpec from this kernel
     assert increment.task["image"] == image and increment.task["image_placeholder"]
     golden = yaml.safe_load(GOLDEN.read_text().replace("TASK_IMAGE", image))
     cluster = increment.manifest["spec"]["cluster"]["spec"]

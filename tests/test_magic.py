@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import _thread
+import os
+import signal
 import threading
 import time
 
@@ -188,7 +189,7 @@ def test_keyboard_interrupt_tears_the_cluster_down(shell):
         while time.monotonic() < deadline:
             if len(run_list) > before and run_list[-1].current_phase == "running":
                 time.sleep(0.5)
-                _thread.interrupt_main()
+                os.kill(os.getpid(), signal.SIGINT)  # as Jupyter's interrupt does
                 return
             time.sleep(0.05)
 

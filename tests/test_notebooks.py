@@ -50,6 +50,16 @@ EXPECTED = {
         "DaskJob (validated against the dask-kubernetes CRD)",
         "replicas: 4",
     ],
+    "04_remote_flyte.ipynb": [
+        "remote result: 210",
+        "workers used: 3",
+        "totals per key: [180, 240, 300]",
+        "status: succeeded",
+        "same as the kernel",
+        "DaskJob workers started: 3",
+        "code: this version is registered already: nothing uploaded",
+        "waited result: 210 - status: succeeded",
+    ],
     "01_quickstart.ipynb": [
         "5050",
         "first results: [1, 2, 3, 4, 5]",

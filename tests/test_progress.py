@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import _thread
+import os
+import signal
 import threading
 import time
 
@@ -70,7 +71,7 @@ def test_widget_view_of_an_interrupted_run(shell, widget_mode):
         while time.monotonic() < deadline:
             if len(runs) > before and runs[-1].current_phase == "running":
                 time.sleep(0.3)
-                _thread.interrupt_main()
+                os.kill(os.getpid(), signal.SIGINT)  # as Jupyter's interrupt does
                 return
             time.sleep(0.05)
 
@@ -174,7 +175,7 @@ def test_print_output_is_live_in_a_real_kernel():
             if msg["msg_type"] == "stream" and "tick" in msg["content"]["text"]:
                 seen.append((time.monotonic(), msg["content"]["text"]))
 
-        cell = "%%flyte_dask --workers 1\nimport time\nprint('tick 1')\ntime.sleep(4)\nprint(2)"
+        cell = "%%flyte_dask --workers 1\nimport time\nprint('tick 1')\ntime.sleep(6)\nprint(2)"
         reply = kc.execute_interactive(cell, output_hook=hook, timeout=180)
         ended = time.monotonic()
         assert reply["content"]["status"] == "ok"

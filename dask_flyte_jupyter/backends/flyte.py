@@ -1,0 +1,859 @@
+"""The Flyte backend: the cell runs as a registered Flyte dask task on a Flyte cluster.
+
+The only module that imports ``flytekit.remote``. One backend object serves one run:
+
+1. ``build``: the cell task with the task image (``--image`` or the default ImageSpec from
+   ``image.py``) and the extra versions output (``parity.py``); its version is the stable hash of
+   cell, spec, input types and image (``task.py``), so it survives kernel restarts.
+2. ``run``: connect (flytekit's config lookup or ``--config``; every call bounded by a gRPC
+   deadline, so an unreachable endpoint fails in seconds), build the default image if it is
+   missing, register the task in flytekit's notebook mode *only if that version does not exist
+   yet* (an unchanged cell uploads nothing and registers nothing), create the execution with the
+   cell's inputs (DataFrames, arrays and files as Flyte types, the rest as pickles), then follow
+   it (``follow``) or return at once (``--no-wait``).
+3. ``follow``: poll the execution (phase, node and task status, console link, elapsed time, shown
+   live by the progress view), terminate it on Ctrl-C or ``--timeout``, fetch and convert its
+   outputs, report the environment parity, or turn its error into the cell's own traceback
+   (cloudpickle reports by-value code as ``<dynamic-code>``; its line numbers are the cell's).
+
+``attach`` re-attaches to an execution by id (after a kernel restart) and brings its outputs back.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import linecache
+import logging
+import os
+import pathlib
+import re
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..cell import CellProgram
+from ..run import RunHandle
+from ..spec import ClusterSpec, WorkerSpec
+from ..task import VERSIONS_OUTPUT, CellTask, build_task
+
+#: Seconds every call may take while connecting: an unreachable endpoint fails this fast.
+CONNECT_DEADLINE = 5.0
+#: Seconds any other single call to Flyte Admin may take.
+RPC_DEADLINE = 60.0
+#: Polling of a running execution: from this interval (seconds) up to the maximum while nothing
+#: changes; back to the minimum on every change.
+POLL_MIN, POLL_MAX = 0.2, 1.0
+#: Seconds to wait for a terminated execution to reach ABORTED.
+TERMINATE_WAIT = 60.0
+#: Above this many bytes uploaded per run (code + inputs), the run gets a note.
+LARGE_UPLOAD_BYTES = 10 * 2**20
+START_NODE, END_NODE = "start-node", "end-node"
+_CELL_FUNCTION = "cell"  # the code name of the generated task function (task.py)
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<name>.+?)\s*$')
+
+
+class _Explained(Exception):
+    """An error whose readable explanation (what the cell shows) is known where it is raised."""
+
+    def __init__(self, message: str, *advice: str) -> None:
+        super().__init__(message)
+        self.flyte_dask_explanation = [f"{type(self).__name__}: {message}", *advice]
+
+
+class FlyteConfigError(_Explained, ValueError):
+    """A problem with ``--config`` / ``--project`` / ``--domain`` the user must fix."""
+
+
+class FlyteConnectionError(_Explained, ConnectionError):
+    """Flyte Admin could not be reached, or refused the credentials or the project."""
+
+
+class RemoteExecutionError(RuntimeError):
+    """The remote execution failed outside the cell's code, or was aborted by someone else."""
+
+
+class RemoteTaskError(Exception):
+    """The cell's code raised an exception that is not a Python builtin (its type is named)."""
+
+
+class RemoteTimeoutError(TimeoutError):
+    """The execution ran longer than ``--timeout`` and was terminated."""
+
+
+class _TimedOut(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where to run: a flytectl config file (None: flytekit's lookup), project and domain
+    (None: the config's, else flytekit's defaults)."""
+
+    config: str | None = None
+    project: str | None = None
+    domain: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.config is not None:
+            path = pathlib.Path(self.config).expanduser()
+            if not path.is_file():
+                raise FlyteConfigError(f"--config: no such file: {self.config}")
+            object.__setattr__(self, "config", str(path))
+
+    def load(self) -> tuple[Any, str, str, str, str]:
+        """(flytekit Config, endpoint, project, domain, where the configuration came from)."""
+        from flytekit.configuration import Config, TaskConfig
+        from flytekit.configuration.file import get_config_file
+
+        config_file = get_config_file(self.config)
+        source = self.config or getattr(config_file, "_location", None)
+        config = Config.auto(config_file=self.config)
+        defaults = TaskConfig.auto(config_file=self.config)
+        project = self.project or defaults.project
+        domain = self.domain or defaults.domain
+        if not project or not domain:
+            raise FlyteConfigError("no Flyte project/domain: pass --project and --domain")
+        where = f"config {source}" if source else "no Flyte config file found (flytekit defaults)"
+        return config, str(config.platform.endpoint), project, domain, where
+
+
+def _remote_class() -> type:
+    """``FlyteRemote`` that tells the run when flytekit uploads the cell's code (for timings)."""
+    from flytekit.remote import FlyteRemote
+
+    class CellRemote(FlyteRemote):  # type: ignore[misc]
+        on_upload: Callable[[pathlib.Path], None] | None = None
+        after_upload: Callable[[], None] | None = None
+
+        def upload_file(self, to_upload: pathlib.Path, *args: Any, **kwargs: Any) -> Any:
+            if self.on_upload is not None:
+                self.on_upload(pathlib.Path(to_upload))
+            result = super().upload_file(to_upload, *args, **kwargs)
+            if self.after_upload is not None:
+                self.after_upload()
+            return result
+
+    return CellRemote
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Every gRPC call inside fails with ``FlyteTimeout`` after ``seconds`` (not retried)."""
+    from flytekit.clients.grpc_utils.deadline_interceptor import scoped_grpc_deadline
+
+    with scoped_grpc_deadline(seconds):
+        yield
+
+
+@contextlib.contextmanager
+def _quiet(name: str = "flytekit") -> Iterator[None]:
+    """flytekit warns that notebook support is "alpha" on every client; once is plenty."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _flyte_inputs(namespace: Mapping[str, object], names: tuple[str, ...]) -> dict[str, Any]:
+    """Local files and directories named by ``pathlib`` paths travel as FlyteFile/FlyteDirectory
+    (flytekit uploads them); a path on this machine would mean nothing on the cluster."""
+    converted: dict[str, Any] = {}
+    for name in names:
+        value = namespace[name]
+        if isinstance(value, pathlib.PurePath):
+            from flytekit.types.directory import FlyteDirectory
+            from flytekit.types.file import FlyteFile
+
+            path = pathlib.Path(value)
+            if path.is_file():
+                converted[name] = FlyteFile(str(path))
+            elif path.is_dir():
+                converted[name] = FlyteDirectory(str(path))
+    return converted
+
+
+def _size_text(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+def input_sizes(inputs: Mapping[str, Any], input_types: Mapping[str, Any]) -> dict[str, int]:
+    """Roughly how many bytes each input uploads: frames and arrays by memory, files by size,
+    pickled values by their pickle; plain values (numbers, short strings) are left out."""
+    import cloudpickle
+
+    from ..task import type_label
+
+    sizes: dict[str, int] = {}
+    for name, value in inputs.items():
+        label = type_label(input_types.get(name))
+        try:
+            if label == "DataFrame":
+                sizes[name] = int(value.memory_usage(deep=True).sum())
+            elif label == "ndarray":
+                sizes[name] = int(value.nbytes)
+            elif label == "FlyteFile":
+                sizes[name] = os.path.getsize(value.path)
+            elif label == "FlyteDirectory":
+                root = pathlib.Path(value.path)
+                sizes[name] = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+            elif label == "pickle":
+                sizes[name] = len(cloudpickle.dumps(value))
+        except Exception:  # a size is a hint, never a reason to fail
+            continue
+    return sizes
+
+
+def parse_execution_id(text: str, project: str, domain: str) -> tuple[str, str, str]:
+    """``NAME``, ``PROJECT/DOMAIN/NAME`` or a Flyte console URL -> (project, domain, name)."""
+    text = text.strip()
+    match = re.search(r"/projects/([^/]+)/domains/([^/]+)/executions/([^/?#]+)", text)
+    if match:
+        return match[1], match[2], match[3]
+    parts = [part for part in re.split(r"[/:]", text) if part]
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    if len(parts) == 1:
+        return project, domain, parts[0]
+    raise FlyteConfigError(f"not an execution id: {text!r} (NAME, PROJECT/DOMAIN/NAME or a URL)")
+
+
+class FlyteBackend:
+    """Runs cell tasks on a Flyte cluster through ``FlyteRemote`` in notebook mode."""
+
+    name = "flyte"
+
+    def __init__(
+        self, connection: Connection, *, timeout: float | None = None, wait: bool = True
+    ) -> None:
+        self.connection = connection
+        self.timeout = timeout
+        self.wait = wait
+        self.image: str | None = None
+        self.default_image: Any = None  # image.DefaultImage when no --image was given
+        self.upload_sizes: dict[str, int] = {}  # "code" (pkl.gz) and input names -> bytes
+        self._cell_task: CellTask | None = None
+        self._code_files: dict[str, str] = {}
+        self._remote: Any = None
+        self._endpoint = ""
+        self._project = ""
+        self._domain = ""
+        self._execution: Any = None
+        self._execution_name = ""
+        self._created = 0.0  # monotonic time the execution was created
+        self._output_types: dict[str, Any] = {}
+
+    # ---- build -------------------------------------------------------------------------------
+
+    def build(
+        self, program: CellProgram, spec: ClusterSpec, namespace: Mapping[str, object]
+    ) -> CellTask:
+        """The cell task for a remote run: the task image in its spec (so that the version
+        changes with the image) and the versions output. Image problems raise ``ImageError``."""
+        from ..execute import code_files
+        from ..image import check_buildable, default_image
+
+        task_spec = spec
+        if spec.image is None:
+            self.default_image = default_image(program.imports)
+            check_buildable(self.default_image)
+            task_spec = replace(spec, image=self.default_image.name)
+        self.image = task_spec.image
+        converted = _flyte_inputs(namespace, program.inputs)
+        cell_task = build_task(program, task_spec, {**namespace, **converted}, report_versions=True)
+        self._cell_task = cell_task
+        self._output_types = dict(cell_task.task.python_interface.outputs)
+        originals = {name: namespace[name] for name in program.inputs}
+        self._code_files = code_files(program, originals, cell_task.filename)
+        return cell_task
+
+    # ---- run ---------------------------------------------------------------------------------
+
+    def run(
+        self, cell_task: CellTask, inputs: Mapping[str, object], handle: RunHandle
+    ) -> dict[str, Any] | None:
+        """Registers (if needed) and starts the execution; follows it unless ``--no-wait``."""
+        self._cell_task = cell_task
+        try:
+            remote = self._connect(handle)
+            self._describe_image(handle)
+            flyte_task = self._register(remote, cell_task, handle)
+            self._create(remote, flyte_task, cell_task, inputs, handle)
+        except KeyboardInterrupt as interrupt:
+            interrupt.flyte_dask_message = (  # type: ignore[attr-defined]
+                self._terminate(handle, "interrupted from the notebook")
+                if self._execution_name
+                else "nothing was started on Flyte"
+            )
+            raise
+        if not self.wait:
+            handle.begin("submitted")
+            handle.refresher = lambda: self.refresh(handle)
+            handle.canceller = lambda: self.cancel(handle)
+            handle.details["follow"] = (
+                "handle.wait() follows it and brings the outputs back; after a kernel restart: "
+                f"%flyte_dask_attach {self._execution_name}"
+            )
+            return None
+        return self.follow(handle, self.timeout)
+
+    def _connect(self, handle: RunHandle) -> Any:
+        """A ``FlyteRemote`` for the connection; nothing is sent yet."""
+        from flytekit.core.python_auto_container import default_notebook_task_resolver
+
+        handle.begin("connecting")
+        config, endpoint, project, domain, where = self.connection.load()
+        self._endpoint, self._project, self._domain = endpoint, project, domain
+        handle.details["flyte"] = f"{endpoint}, project {project}, domain {domain} ({where})"
+        # flytekit's notebook resolver caches its own name on first use, which changes every
+        # later pickle: read it before the first registration, so that all pickles agree.
+        _ = default_notebook_task_resolver.lhs
+        with _quiet():
+            self._remote = _remote_class()(
+                config,
+                default_project=project,
+                default_domain=domain,
+                interactive_mode_enabled=True,
+            )
+        return self._remote
+
+    def _connection_error(self, error: BaseException) -> FlyteConnectionError:
+        """One clear message naming the endpoint (never the credentials)."""
+        from flytekit.exceptions.user import (
+            FlyteAuthenticationException,
+            FlyteInvalidInputException,
+            FlyteTimeout,
+        )
+
+        where = f"Flyte Admin at {self._endpoint}"
+        if isinstance(error, FlyteAuthenticationException):
+            text = f"{where} refused the credentials"
+            advice = "Log in again (or fix the config's auth settings) and re-run the cell."
+        elif isinstance(error, FlyteInvalidInputException):
+            text = f"{where} refused project {self._project!r} / domain {self._domain!r}"
+            advice = "Pass an existing --project / --domain."
+        else:
+            if isinstance(error, FlyteTimeout):
+                text = f"{where} did not answer within {CONNECT_DEADLINE:g}s"
+            else:
+                text = f"cannot reach {where} ({type(error).__name__})"
+            advice = (
+                "Check the endpoint in the Flyte config (--config PATH, $FLYTECTL_CONFIG or "
+                "~/.flyte/config.yaml) and that the cluster is reachable from this machine."
+            )
+        return FlyteConnectionError(text, advice)
+
+    def _describe_image(self, handle: RunHandle) -> None:
+        from ..dryrun import python_in_image
+
+        if self.default_image is not None:
+            handle.details["image"] = f"{self.image} ({self.default_image.describe()})"
+            return
+        handle.details["image"] = f"{self.image} (--image)"
+        python = python_in_image(self.image or "")
+        if python is not None and python != sys.version_info[:2]:
+            handle.note(
+                f"image {self.image} is for Python {python[0]}.{python[1]}, this kernel runs "
+                f"{sys.version_info[0]}.{sys.version_info[1]}: the pickled cell will not load"
+            )
+
+    def _register(self, remote: Any, cell_task: CellTask, handle: RunHandle) -> Any:
+        """The registered task of this version: fetched if it exists, else registered (the
+        code is pickled and uploaded, then the task created)."""
+        from flytekit.configuration import ImageConfig, SerializationSettings
+        from flytekit.exceptions.base import FlyteException
+        from flytekit.exceptions.user import FlyteEntityNotExistException
+
+        try:
+            with _deadline(CONNECT_DEADLINE):
+                flyte_task = remote.fetch_task(
+                    self._project, self._domain, cell_task.name, cell_task.version
+                )
+            handle.details["code"] = "this version is registered already: nothing uploaded"
+        except FlyteEntityNotExistException:
+            flyte_task = None
+        except FlyteException as error:
+            raise self._connection_error(error) from None
+        if flyte_task is None:
+            if self.default_image is not None:
+                from ..image import ensure_image
+
+                handle.begin("building image")
+                try:
+                    ensure_image(self.default_image)
+                except ValueError as error:  # ImageError: says how to pass --image instead
+                    error.flyte_dask_explanation = [f"ImageError: {error}"]  # type: ignore[attr-defined]
+                    raise
+            handle.begin("packaging code")
+            remote.on_upload = lambda path: self._uploading(path, handle)
+            remote.after_upload = lambda: handle.begin("registering")
+            settings = SerializationSettings(
+                image_config=ImageConfig.auto_default_image(),
+                project=self._project,
+                domain=self._domain,
+                version=cell_task.version,
+            )
+            try:
+                with _deadline(RPC_DEADLINE), _quiet():
+                    flyte_task = remote.register_task(cell_task.task, settings, cell_task.version)
+            finally:
+                remote.on_upload = remote.after_upload = None
+        flyte_task.python_interface = cell_task.task.python_interface
+        return flyte_task
+
+    def _uploading(self, path: pathlib.Path, handle: RunHandle) -> None:
+        handle.begin("uploading code")
+        size = path.stat().st_size
+        self.upload_sizes["code"] = size
+        handle.details["code"] = f"{_size_text(size)} pickled (pkl.gz), uploaded and registered"
+
+    def _create(
+        self,
+        remote: Any,
+        flyte_task: Any,
+        cell_task: CellTask,
+        inputs: Mapping[str, object],
+        handle: RunHandle,
+    ) -> None:
+        """Creates the execution (inputs are converted to Flyte literals and uploaded first)."""
+        handle.begin("uploading inputs")
+        values = {**inputs, **_flyte_inputs(inputs, tuple(inputs))}
+        sizes = input_sizes(values, cell_task.input_types)
+        self.upload_sizes.update(sizes)
+        total = sum(sizes.values()) + self.upload_sizes.get("code", 0)
+        if sizes:
+            handle.details["inputs"] = ", ".join(
+                f"{name} {_size_text(size)}" for name, size in sizes.items()
+            )
+        if total > LARGE_UPLOAD_BYTES:
+            biggest = max(sizes, key=lambda name: sizes[name]) if sizes else "code"
+            handle.note(
+                f"this run uploads {_size_text(total)} (largest: {biggest}, "
+                f"{_size_text(self.upload_sizes.get(biggest, 0))}), again on every run: put "
+                "large data in blob storage and read it inside the cell"
+            )
+        name = f"fd{uuid.uuid4().hex[:18]}"  # ours, so that an interrupt can still terminate it
+        self._execution_name = name
+        with _deadline(RPC_DEADLINE):
+            execution = remote.execute(
+                flyte_task,
+                inputs=values,
+                project=self._project,
+                domain=self._domain,
+                execution_name=name,
+                type_hints=cell_task.task.python_interface.inputs,
+                wait=False,
+            )
+        self._started(remote, execution, handle)
+
+    def _started(self, remote: Any, execution: Any, handle: RunHandle) -> None:
+        from flytekit.models.core.execution import WorkflowExecutionPhase
+
+        self._execution = execution
+        self._execution_name = execution.id.name
+        self._created = time.monotonic()
+        ident = execution.id
+        handle.details["execution"] = f"{ident.project}/{ident.domain}/{ident.name}"
+        handle.links["Flyte console"] = remote.generate_console_url(execution)
+        phase = WorkflowExecutionPhase.enum_to_string(execution.closure.phase)
+        handle.remote_status = f"execution {phase}"
+
+    # ---- follow ------------------------------------------------------------------------------
+
+    def follow(self, handle: RunHandle, timeout: float | None = None) -> dict[str, Any]:
+        """Waits for the execution (live status on the handle); returns its outputs. Ctrl-C and
+        ``timeout`` (seconds from the execution's creation) terminate it."""
+        if timeout is None:
+            timeout = self.timeout
+        handle.refresher = handle.canceller = None
+        handle.details.pop("follow", None)
+        deadline = None if timeout is None else self._created + timeout
+        try:
+            execution = self._poll(handle, deadline)
+        except KeyboardInterrupt as interrupt:
+            interrupt.flyte_dask_message = self._terminate(  # type: ignore[attr-defined]
+                handle, "interrupted from the notebook"
+            )
+            raise
+        except _TimedOut:
+            ended = self._terminate(handle, f"ran longer than --timeout {timeout:g}s")
+            text = f"the execution ran longer than --timeout {timeout:g}s; {ended}"
+            failure = RemoteTimeoutError(text)
+            failure.flyte_dask_explanation = [  # type: ignore[attr-defined]
+                f"RemoteTimeoutError: {text}",
+                *self._footer(handle, "timed out"),
+            ]
+            raise failure from None
+        return self._finish(execution, handle)
+
+    def _poll(self, handle: RunHandle, deadline: float | None) -> Any:
+        from flytekit.exceptions.base import FlyteException
+
+        remote, execution = self._remote, self._execution
+        interval, last = POLL_MIN, ""
+        while True:
+            try:
+                execution = remote.sync_execution(execution, sync_nodes=True)
+            except FlyteException as error:
+                raise FlyteConnectionError(
+                    f"lost contact with Flyte Admin at {self._endpoint} "
+                    f"({type(error).__name__}); execution {self._execution_name} may still run",
+                    f"Re-attach later: %flyte_dask_attach {self._execution_name}",
+                ) from None
+            self._execution = execution
+            status = self._show_status(execution, handle)
+            if execution.is_done:
+                return execution
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise _TimedOut
+            interval = POLL_MIN if status != last else min(interval * 1.5, POLL_MAX)
+            last = status
+            time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - now)))
+
+    def _show_status(self, execution: Any, handle: RunHandle) -> str:
+        """Execution phase, node and task status on the handle; the run's phase from them."""
+        from flytekit.models.core.execution import (
+            NodeExecutionPhase,
+            TaskExecutionPhase,
+            WorkflowExecutionPhase,
+        )
+
+        phase = execution.closure.phase
+        parts = [f"execution {WorkflowExecutionPhase.enum_to_string(phase)}"]
+        task_phase = None
+        for node_id, node in (execution.node_executions or {}).items():
+            if node_id in (START_NODE, END_NODE):
+                continue
+            parts.append(f"node {node_id} {NodeExecutionPhase.enum_to_string(node.closure.phase)}")
+            if node.task_executions:
+                task_phase = node.task_executions[-1].closure.phase
+                parts.append(f"task {TaskExecutionPhase.enum_to_string(task_phase)}")
+        handle.remote_status = ", ".join(parts)
+        starting = (
+            None,
+            TaskExecutionPhase.UNDEFINED,
+            TaskExecutionPhase.QUEUED,
+            TaskExecutionPhase.WAITING_FOR_RESOURCES,
+            TaskExecutionPhase.INITIALIZING,
+        )
+        w = WorkflowExecutionPhase
+        if phase in (w.UNDEFINED, w.QUEUED):
+            wanted = "queued"
+        elif phase == w.ABORTING:
+            wanted = "aborting"
+        elif phase == w.RUNNING and task_phase in starting:
+            wanted = "starting cluster"
+        elif phase in (w.RUNNING, w.SUCCEEDING, w.FAILING):
+            wanted = "running"
+        else:
+            wanted = handle.current_phase or "running"
+        if handle.current_phase != wanted:
+            handle.begin(wanted)
+        return handle.remote_status
+
+    def _terminate(self, handle: RunHandle, cause: str) -> str:
+        """Terminates the execution and waits (bounded) until it is ABORTED; says what happened."""
+        from flytekit.exceptions.base import FlyteException
+        from flytekit.models.core.execution import WorkflowExecutionPhase
+
+        remote, name = self._remote, self._execution_name
+        try:
+            if self._execution is None:  # interrupted while it was being created
+                with _deadline(CONNECT_DEADLINE):
+                    self._execution = remote.fetch_execution(self._project, self._domain, name)
+            with _deadline(CONNECT_DEADLINE):
+                remote.terminate(self._execution, cause)
+        except FlyteException:
+            pass  # it ended already, or never started: its phase below tells
+        except KeyboardInterrupt:
+            return f"termination of execution {name} was interrupted: check the Flyte console"
+        if self._execution is None:
+            return "nothing was started on Flyte"
+        deadline = time.monotonic() + TERMINATE_WAIT
+        execution = self._execution
+        try:
+            while time.monotonic() < deadline:
+                execution = remote.sync_execution(execution, sync_nodes=False)
+                if execution.is_done:
+                    break
+                time.sleep(POLL_MIN)
+        except KeyboardInterrupt:
+            return f"execution {name} was told to terminate and is still stopping"
+        except FlyteException:
+            pass
+        phase = WorkflowExecutionPhase.enum_to_string(execution.closure.phase)
+        handle.remote_status = f"execution {phase}"
+        message = (
+            f"execution {name} was terminated ({phase})"
+            if phase == "ABORTED"
+            else f"execution {name} is {phase}"
+        )
+        handle.note(message)
+        return message
+
+    def refresh(self, handle: RunHandle) -> None:
+        """The current phase of a ``--no-wait`` execution (for ``%flyte_dask_runs``)."""
+        from flytekit.exceptions.base import FlyteException
+        from flytekit.models.core.execution import WorkflowExecutionPhase
+
+        try:
+            with _deadline(CONNECT_DEADLINE):
+                self._execution = self._remote.sync_execution(self._execution, sync_nodes=False)
+        except FlyteException:
+            handle.remote_status = f"unknown: Flyte Admin at {self._endpoint} did not answer"
+            return
+        phase = WorkflowExecutionPhase.enum_to_string(self._execution.closure.phase)
+        done = " (handle.wait() brings the outputs)" if self._execution.is_done else ""
+        handle.remote_status = f"execution {phase}{done}"
+
+    def cancel(self, handle: RunHandle) -> None:
+        """Terminates a ``--no-wait`` execution."""
+        message = self._terminate(handle, "cancelled from the notebook")
+        handle.refresher = handle.canceller = handle.follower = None
+        handle.finish("interrupted", RemoteExecutionError(message))
+
+    # ---- results -----------------------------------------------------------------------------
+
+    def _finish(self, execution: Any, handle: RunHandle) -> dict[str, Any]:
+        from flytekit.models.core.execution import WorkflowExecutionPhase
+
+        phase = execution.closure.phase
+        handle.remote_status = f"execution {WorkflowExecutionPhase.enum_to_string(phase)}"
+        if phase == WorkflowExecutionPhase.SUCCEEDED:
+            handle.begin("fetching outputs")
+            return self._outputs(execution, handle)
+        if phase == WorkflowExecutionPhase.FAILED:
+            raise self._failure(execution, handle)
+        name = WorkflowExecutionPhase.enum_to_string(phase)
+        cause = getattr(getattr(execution.closure, "abort_metadata", None), "cause", "") or ""
+        text = f"execution {execution.id.name} ended {name}" + (f": {cause}" if cause else "")
+        failure = RemoteExecutionError(text)
+        failure.flyte_dask_explanation = [  # type: ignore[attr-defined]
+            f"RemoteExecutionError: {text}",
+            *self._footer(handle, name.lower()),
+        ]
+        raise failure
+
+    def _outputs(self, execution: Any, handle: RunHandle) -> dict[str, Any]:
+        """The execution's outputs as Python values; the versions output becomes the parity
+        report on the handle."""
+        from flytekit.core.type_engine import TypeEngine
+
+        from ..parity import ParityReport
+
+        literals = execution.outputs.literals
+        values: dict[str, Any] = {}
+        with self._remote.remote_context() as ctx:
+            for name, literal in literals.items():
+                python_type = self._output_types.get(name)
+                if python_type is None:
+                    continue
+                values[name] = TypeEngine.to_python_value(ctx, literal, python_type)
+        versions = values.pop(VERSIONS_OUTPUT, None)
+        if versions:
+            report = ParityReport.from_output(versions)
+            handle.environment = report.roles
+            handle.details["environment"] = report.summary()
+            for note in report.notes():
+                handle.note(note)
+        return values
+
+    def _footer(self, handle: RunHandle, what: str) -> list[str]:
+        lines = [
+            f"flyte_dask: the remote run {what} (task {handle.name}, execution "
+            f"{handle.details.get('execution', self._execution_name)})"
+        ]
+        lines += [f"{label}: {url}" for label, url in handle.links.items()]
+        return lines
+
+    def _failure(self, execution: Any, handle: RunHandle) -> BaseException:
+        """The cell's own error: its type (builtin types are raised as such), its message and
+        its frames with the cell's line numbers."""
+        error = execution.error
+        message = (error.message if error is not None else "") or "no error message"
+        trace, summary = _split_flytekit_error(message)
+        frames = _user_frames(trace)
+        last = summary.strip().splitlines()[-1] if summary.strip() else message.splitlines()[-1]
+        type_name, _, text = last.partition(": ")
+        kind = getattr(error, "kind", None)
+        system = kind is not None and int(kind) != 1 and not frames  # 1: USER
+        if frames and re.fullmatch(r"[A-Za-z_][\w.]*", type_name):
+            lines = ["Traceback (remote, your code only, most recent call last):"]
+            lines += self._frame_lines(frames)
+            lines.append(last)
+            exception_class = getattr(builtins, type_name, None)
+            if isinstance(exception_class, type) and issubclass(exception_class, Exception):
+                try:
+                    failure: BaseException = exception_class(text)
+                except Exception:
+                    failure = RemoteTaskError(last)
+            else:
+                failure = RemoteTaskError(last)
+        else:
+            head = "\n".join(message.strip().splitlines()[-15:])
+            kind_text = "a system error" if system else "an error"
+            lines = [f"RemoteExecutionError: {kind_text} outside the cell's code:"]
+            lines += textwrap.indent(head, "  ").splitlines()
+            if "convert" in message.lower():
+                lines.append(
+                    "An input or output of the cell could not be converted to its Flyte type: "
+                    "leave it out with --inputs / --outputs, or build it inside the cell."
+                )
+            else:
+                lines.append(
+                    "Check that the image (--image) has this kernel's Python and packages; the "
+                    "Flyte console shows the pods' logs."
+                )
+            failure = RemoteExecutionError(head.splitlines()[-1] if head else message)
+        lines += self._footer(handle, "failed")
+        failure.flyte_dask_explanation = lines  # type: ignore[attr-defined]
+        failure.execution_id = self._execution_name  # type: ignore[attr-defined]
+        return failure
+
+    def _frame_lines(self, frames: list[tuple[str, int, str]]) -> list[str]:
+        lines = []
+        cell_file = self._cell_task.filename if self._cell_task is not None else ""
+        for filename, lineno, function in frames:
+            if filename == "<dynamic-code>":
+                if function == _CELL_FUNCTION:
+                    filename = cell_file or "<cell>"
+                else:
+                    filename = self._code_files.get(function, filename)
+            if filename in (cell_file, "<cell>"):
+                lines.append(f"  Cell line {lineno}")
+            else:
+                lines.append(f'  File "{filename}", line {lineno}, in {function}')
+            source = linecache.getline(filename, lineno).strip() if filename else ""
+            if source:
+                lines.append(f"    {source}")
+        return lines
+
+    # ---- attach ------------------------------------------------------------------------------
+
+    def attach(self, execution_id: str, handle: RunHandle) -> None:
+        """Finds the execution (and its task's output types) to follow it with ``follow``."""
+        from flytekit.exceptions.base import FlyteException
+        from flytekit.exceptions.user import FlyteEntityNotExistException
+
+        remote = self._connect(handle)
+        project, domain, name = parse_execution_id(execution_id, self._project, self._domain)
+        self._project, self._domain, self._execution_name = project, domain, name
+        try:
+            with _deadline(CONNECT_DEADLINE):
+                execution = remote.fetch_execution(project=project, domain=domain, name=name)
+                task_id = execution.spec.launch_plan
+                flyte_task = remote.fetch_task(
+                    task_id.project, task_id.domain, task_id.name, task_id.version
+                )
+        except FlyteEntityNotExistException:
+            raise FlyteConfigError(
+                f"no execution {name!r} in project {project!r}, domain {domain!r} "
+                f"at {self._endpoint}"
+            ) from None
+        except FlyteException as error:
+            raise self._connection_error(error) from None
+        handle.name, handle.version = task_id.name, task_id.version
+        handle.spec = _spec_of(flyte_task)
+        self._output_types = {
+            name: _python_type(variable.type)
+            for name, variable in flyte_task.interface.outputs.items()
+        }
+        self._started(remote, execution, handle)
+        self.image = flyte_task.template.container.image if flyte_task.template.container else ""
+        handle.details["image"] = str(self.image)
+
+
+def _split_flytekit_error(message: str) -> tuple[str, str]:
+    """flytekit's "Trace: ... Message: ..." error text -> (traceback text, message text)."""
+    if "Message:" in message:
+        trace, _, summary = message.partition("Message:")
+        return textwrap.dedent(trace.replace("Trace:", "", 1)), textwrap.dedent(summary)
+    return message, message
+
+
+def _user_frames(trace: str) -> list[tuple[str, int, str]]:
+    """(file, line, function) of the traceback's frames that are not library code."""
+    frames = []
+    for line in trace.splitlines():
+        match = _FRAME.match(line)
+        if match is None:
+            continue
+        filename = match["file"]
+        if filename.startswith("<frozen") or "site-packages" in filename:
+            continue
+        if re.search(r"/lib/python3[.\d]*/", filename):
+            continue
+        frames.append((filename, int(match["line"]), match["name"]))
+    return frames
+
+
+def _python_type(literal_type: Any) -> Any:
+    """The Python type to read an output of a registered task with (no local task at hand)."""
+    from flytekit.core.type_engine import TypeEngine
+
+    from ..task import PICKLED
+
+    idl = literal_type.to_flyte_idl()
+    if idl.HasField("structured_dataset_type"):
+        import pandas as pd
+
+        return pd.DataFrame
+    if idl.HasField("union_type"):
+        formats = {v.blob.format for v in idl.union_type.variants if v.HasField("blob")}
+        if "PythonPickle" in formats:
+            return PICKLED
+    if idl.HasField("blob") and idl.blob.format == "PythonPickle":
+        return PICKLED
+    return TypeEngine.guess_python_type(literal_type)
+
+
+def _spec_of(flyte_task: Any) -> ClusterSpec:
+    """The worker count of a registered dask task (what the run summary shows as requested)."""
+    try:
+        custom = flyte_task.template.custom or {}
+        count = int(custom.get("workers", {}).get("numberOfWorkers", 0))
+    except (AttributeError, TypeError, ValueError):
+        count = 0
+    return ClusterSpec(workers=WorkerSpec(count=count)) if count >= 1 else ClusterSpec()
+
+
+def attach_execution(
+    magics: Any,
+    execution_id: str,
+    connection: Connection,
+    out_var: str | None,
+    progress: bool,
+    timeout: float | None = None,
+) -> Any:
+    """``%flyte_dask_attach``: follows an execution started earlier (also by another kernel)
+    and writes its outputs into the notebook; returns the value of the cell's last expression."""
+    from ..display import progress_mode
+    from ..execute import follow_run, prepare_flytekit
+
+    shell = magics.shell
+    prepare_flytekit(shell)
+    backend = FlyteBackend(connection, timeout=timeout)
+    handle = RunHandle(name=execution_id, spec=ClusterSpec(), backend=backend.name)
+    mode = progress_mode(shell) if progress else "none"
+    handle.begin("attaching")
+    magics.runs.append(handle)
+
+    def run() -> dict[str, Any]:
+        backend.attach(execution_id, handle)
+        backend._created = time.monotonic()
+        return backend.follow(handle, timeout)
+
+    follow_run(shell, handle, run, mode, out_var, "<attached cell>", {})
+    return handle.value

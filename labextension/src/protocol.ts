@@ -1,0 +1,56 @@
+/**
+ * The envelope of the comm between the sidebar and the kernel (`dask_flyte_jupyter/comm.py`).
+ *
+ * Every message has a `type`; a reply repeats its request's `request_id`; what the kernel
+ * pushes by itself has `request_id: null`.
+ */
+
+/** Comm target name, the same in the kernel. */
+export const COMM_TARGET = 'dask_flyte_jupyter';
+/** Version of the envelope this sidebar speaks. */
+export const PROTOCOL = 1;
+/** What the kernel runs to load the extension. */
+export const LOAD_CODE = '%load_ext dask_flyte_jupyter';
+
+/** One run, as `RunHandle.to_record()` gives it. */
+export interface IRunRecord {
+  name: string;
+  version: string;
+  backend: string;
+  status: string;
+  phase: string | null;
+  started: string;
+  duration: number;
+  requested: Record<string, string | number | boolean>;
+  used: string | null;
+  cache_hit: boolean;
+  outputs: Record<string, string>;
+  tasks?: { total: number; done: number; erred: number };
+  dashboard: string | null;
+  error: string | null;
+}
+
+export type Request =
+  { type: 'hello'; request_id: string } | { type: 'runs'; request_id: string };
+
+export type Reply =
+  | {
+      type: 'hello';
+      request_id: string | null;
+      protocol: number;
+      version: string;
+    }
+  | { type: 'runs'; request_id: string | null; runs: IRunRecord[] }
+  | { type: 'error'; request_id: string | null; message: string };
+
+/** Whether a comm message is one of ours (the kernel side is trusted, but typed at the edge). */
+export function isReply(data: unknown): data is Reply {
+  if (typeof data !== 'object' || data === null) {
+    return false;
+  }
+  const type = (data as { type?: unknown }).type;
+  if (type === 'runs') {
+    return Array.isArray((data as { runs?: unknown }).runs);
+  }
+  return type === 'hello' || type === 'error';
+}
