@@ -29,7 +29,6 @@ SPEC_FLAGS = {
 }
 #: Flags %flyte_dask_config sets (a default task name would make every cell the same task).
 CONFIG_FLAGS = {flag: dest for flag, dest in SPEC_FLAGS.items() if flag != "name"}
-NOT_YET: dict[str, str] = {}
 #: Options that only mean something for a remote run (argparse dest -> flag).
 REMOTE_ONLY = {
     "project": "--project",
@@ -155,12 +154,7 @@ class FlyteDaskMagics(Magics):
         an ImageSpec of this kernel's environment), its outputs brought back the same way.
         Error line numbers count the %%flyte_dask line as line 1, as JupyterLab shows them.
         """
-        args = parse_argstring(self.flyte_dask, line)
-        for dest, flag in NOT_YET.items():
-            if getattr(args, dest):
-                raise UsageError(
-                    f"{flag} is not yet available in this version of dask_flyte_jupyter"
-                )
+        args = _parse(self.flyte_dask, line)
         out_var = _identifier_or_none(args.out, "--out")
         remote = bool(args.remote or self.kernel_defaults.remote)
         if not remote:
@@ -234,7 +228,7 @@ class FlyteDaskMagics(Magics):
 
             %flyte_dask_attach fd0123456789abcdef01 --config ~/.flyte/config.yaml
         """
-        args = parse_argstring(self.flyte_dask_attach, line)
+        args = _parse(self.flyte_dask_attach, line)
         out_var = _identifier_or_none(args.out, "--out")
         from .backends.flyte import attach_execution  # imports flytekit
 
@@ -267,7 +261,7 @@ class FlyteDaskMagics(Magics):
         With no options, shows the resource picker bound to the defaults: changing it changes
         what the next cell gets, and `%flyte_dask_config --workers 3` updates a shown picker.
         """
-        args = parse_argstring(self.flyte_dask_config, line)
+        args = _parse(self.flyte_dask_config, line)
         given = {
             f: getattr(args, d) for f, d in CONFIG_FLAGS.items() if getattr(args, d) is not None
         }
@@ -318,6 +312,14 @@ class FlyteDaskMagics(Magics):
         return RunTable(self.runs)
 
 
+def _parse(magic: Any, line: str) -> Any:
+    """The magic's arguments; an unclosed quote is a usage error like any other bad flag."""
+    try:
+        return parse_argstring(magic, line)
+    except ValueError as error:  # raised by the argument splitter, before argparse
+        raise UsageError(str(error)) from None
+
+
 def _export(program: Any, spec: ClusterSpec, namespace: dict[str, Any], path: str) -> None:
     from .export import ExportError, export_cell  # imports flytekit: only when asked
 
@@ -337,7 +339,7 @@ def parse_magic_line(line: str) -> dict[str, object]:
     text = line.strip()
     if text.startswith("%%flyte_dask"):
         text = text[len("%%flyte_dask") :]
-    args = parse_argstring(FlyteDaskMagics.flyte_dask, text)
+    args = _parse(FlyteDaskMagics.flyte_dask, text)
     return {
         dest.replace("_", "-"): value
         for dest, value in vars(args).items()

@@ -229,3 +229,8 @@ def test_help_is_generated_from_the_parser(shell):
     doc = magics(shell).flyte_dask.__doc__
     for flag in ("--workers", "--worker-mem", "--scheduler-cpu", "--cache", "--out", "--remote"):
         assert flag in doc
+
+
+def test_unclosed_quote_is_a_usage_error(shell):
+    with pytest.raises(UsageError, match="No closing quotation"):
+        shell.run_cell_magic("flyte_dask", "--image 'unclosed", "x = 1\n")
