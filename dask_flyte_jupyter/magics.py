@@ -39,6 +39,39 @@ REMOTE_ONLY = {
 }
 
 
+def _cluster_arguments(function: Any) -> Any:
+    """The cluster-spec flags, shared by ``%%flyte_dask`` and ``%flyte_dask_config``."""
+    flags = [
+        argument("--workers", type=str, metavar="N", help="number of dask workers (>= 1)"),
+        argument("--worker-cpu", metavar="Q", help="CPU limit per worker, e.g. 2 or 500m"),
+        argument("--worker-mem", metavar="Q", help="memory limit per worker, e.g. 4Gi or 512Mi"),
+        argument("--worker-gpu", type=str, metavar="N", help="GPUs per worker"),
+        argument("--scheduler-cpu", metavar="Q", help="CPU request of the scheduler pod"),
+        argument("--scheduler-mem", metavar="Q", help="memory request of the scheduler pod"),
+        argument("--image", metavar="IMAGE", help="task image (job runner, scheduler, workers)"),
+        argument(
+            "--interruptible",
+            action="store_true",
+            default=None,
+            help="run workers on spot/preemptible nodes",
+        ),
+        argument(
+            "--cache",
+            action="store_true",
+            default=None,
+            help="cache the whole task: an unchanged cell with equal inputs returns at once",
+        ),
+        argument(
+            "--cache-version",
+            metavar="V",
+            help="cache version (default: a hash of the cell code and the cluster spec)",
+        ),
+    ]
+    for decorate in reversed(flags):  # as if stacked above the function, first flag on top
+        function = decorate(function)
+    return function
+
+
 @magics_class
 class FlyteDaskMagics(Magics):
     """Magics of dask_flyte_jupyter. Kernel defaults and the run history live here."""
@@ -64,30 +97,7 @@ class FlyteDaskMagics(Magics):
         return self.shell.user_ns  # type: ignore[no-any-return]
 
     @magic_arguments()
-    @argument("--workers", type=str, metavar="N", help="number of dask workers (>= 1)")
-    @argument("--worker-cpu", metavar="Q", help="CPU limit per worker, e.g. 2 or 500m")
-    @argument("--worker-mem", metavar="Q", help="memory limit per worker, e.g. 4Gi or 512Mi")
-    @argument("--worker-gpu", type=str, metavar="N", help="GPUs per worker")
-    @argument("--scheduler-cpu", metavar="Q", help="CPU request of the scheduler pod")
-    @argument("--scheduler-mem", metavar="Q", help="memory request of the scheduler pod")
-    @argument("--image", metavar="IMAGE", help="task image (job runner, scheduler, workers)")
-    @argument(
-        "--interruptible",
-        action="store_true",
-        default=None,
-        help="run workers on spot/preemptible nodes",
-    )
-    @argument(
-        "--cache",
-        action="store_true",
-        default=None,
-        help="cache the whole task: an unchanged cell with equal inputs returns at once",
-    )
-    @argument(
-        "--cache-version",
-        metavar="V",
-        help="cache version (default: a hash of the cell code and the cluster spec)",
-    )
+    @_cluster_arguments
     @argument("--name", metavar="NAME", help="task name (default: derived from the cell text)")
     @argument("--inputs", metavar="a,b", help="use these notebook names as inputs")
     @argument("--outputs", metavar="x,y", help="write only these names back to the notebook")
@@ -242,16 +252,7 @@ class FlyteDaskMagics(Magics):
         )
 
     @magic_arguments()
-    @argument("--workers", type=str, metavar="N", help="number of dask workers (>= 1)")
-    @argument("--worker-cpu", metavar="Q", help="CPU limit per worker, e.g. 2 or 500m")
-    @argument("--worker-mem", metavar="Q", help="memory limit per worker, e.g. 4Gi")
-    @argument("--worker-gpu", type=str, metavar="N", help="GPUs per worker")
-    @argument("--scheduler-cpu", metavar="Q", help="CPU request of the scheduler pod")
-    @argument("--scheduler-mem", metavar="Q", help="memory request of the scheduler pod")
-    @argument("--image", metavar="IMAGE", help="task image")
-    @argument("--interruptible", action="store_true", default=None, help="spot/preemptible workers")
-    @argument("--cache", action="store_true", default=None, help="cache the whole task")
-    @argument("--cache-version", metavar="V", help="cache version")
+    @_cluster_arguments
     @argument("--show", action="store_true", help="print the defaults as a %%%%flyte_dask line")
     @argument("--reset", action="store_true", help="back to the built-in defaults")
     @line_magic

@@ -342,7 +342,7 @@ def build_task(
     function.__name__ = function.__qualname__ = _identifier(name)
 
     plugin = task_class or DaskTask
-    with _quiet_flytekit():  # it warns about every pickled type; the summary shows types
+    with quiet_flytekit():  # it warns about every pickled type; the summary shows types
         dask_task = plugin(
             task_config=to_dask_config(spec),
             task_function=function,
@@ -371,7 +371,9 @@ def build_task(
 
 
 @contextmanager
-def _quiet_flytekit() -> Iterator[None]:
+def quiet_flytekit() -> Iterator[None]:
+    """Only flytekit's errors while inside: it warns about every pickled type, and that notebook
+    support is "alpha" on every remote client; the summary says what users need to know."""
     from flytekit.loggers import logger
 
     level = logger.level

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from IPython.core.error import UsageError
+from shell_helpers import magics
 
 from dask_flyte_jupyter.picker import ResourcePicker
 from dask_flyte_jupyter.spec import ClusterSpec
@@ -17,10 +18,6 @@ workers = Client().scheduler_info()["workers"].values()
 threads = sorted({w["nthreads"] for w in workers})
 shape = (len(workers), threads, sorted({w["memory_limit"] for w in workers}))
 """
-
-
-def magics(shell):
-    return shell.magics_manager.registry["FlyteDaskMagics"]
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import parse_argstring
+from shell_helpers import INCREMENT, magics
 
 from dask_flyte_jupyter.cell import analyse_cell
 from dask_flyte_jupyter.dryrun import (
@@ -31,14 +32,6 @@ from dask_flyte_jupyter.task import build_task
 
 GOLDEN = Path(__file__).parent / "golden" / "dryrun_increment.yaml"
 INCREMENT_LINE = "--workers 4 --worker-cpu 8 --worker-mem 32Gi --scheduler-cpu 2"
-INCREMENT = """\
-from distributed import Client
-client = Client()
-futures = client.map(inc, range(n))
-result = client.gather(futures)
-workers_seen = len(client.scheduler_info()["workers"])
-sum(result)
-"""
 KERNEL = (sys.version_info.major, sys.version_info.minor)
 KERNEL_TAG = f"py{KERNEL[0]}.{KERNEL[1]}"
 
@@ -246,10 +239,6 @@ def test_versions_in_image_tags(
 
 
 # --- through a real IPython shell, the way the magic calls it --------------------------------
-
-
-def magics(shell: Any) -> Any:
-    return shell.magics_manager.registry["FlyteDaskMagics"]
 
 
 def dry_run_magic(shell: Any, line: str, cell: str) -> Any:

@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
 import time
 
 import pandas as pd
 import pytest
 from IPython.core.error import UsageError
-
-INCREMENT = """\
-from distributed import Client
-client = Client()
-futures = client.map(inc, range(n))
-result = client.gather(futures)
-workers_seen = len(client.scheduler_info()["workers"])
-sum(result)
-"""
-
-
-def magics(shell):
-    return shell.magics_manager.registry["FlyteDaskMagics"]
-
-
-def define_inc(shell, n=10):
-    shell.run_cell(f"def inc(x):\n    return x + 1\nn = {n}", store_history=False)
+from shell_helpers import INCREMENT, define_inc, interrupt_when_running, magics
 
 
 def test_increment_example_runs_on_exactly_four_workers(shell):
@@ -182,18 +163,7 @@ doubled = client.gather(futures)
 
 def test_keyboard_interrupt_tears_the_cluster_down(shell):
     run_list = magics(shell).runs
-    before = len(run_list)
-
-    def interrupt_when_running() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if len(run_list) > before and run_list[-1].current_phase == "running":
-                time.sleep(0.5)
-                os.kill(os.getpid(), signal.SIGINT)  # as Jupyter's interrupt does
-                return
-            time.sleep(0.05)
-
-    threading.Thread(target=interrupt_when_running, daemon=True).start()
+    interrupt_when_running(shell, delay=0.5)
     cell = "import time\nfrom distributed import Client\nClient().submit(time.sleep, 60).result()\n"
     with pytest.raises(KeyboardInterrupt):
         shell.run_cell_magic("flyte_dask", "--workers 2", cell)

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
 import time
 
 import pytest
 from IPython.core.error import UsageError
+from shell_helpers import interrupt_when_running, magics
 
 from dask_flyte_jupyter.display import QuietView, TextView, WidgetView
 
 SUCCESS = ["packaging", "starting cluster", "running", "stopping cluster", "gathering results"]
-
-
-def magics(shell):
-    return shell.magics_manager.registry["FlyteDaskMagics"]
 
 
 @pytest.fixture
@@ -64,18 +58,7 @@ def test_widget_view_of_a_failing_run(shell, widget_mode):
 
 def test_widget_view_of_an_interrupted_run(shell, widget_mode):
     runs = magics(shell).runs
-    before = len(runs)
-
-    def interrupt() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if len(runs) > before and runs[-1].current_phase == "running":
-                time.sleep(0.3)
-                os.kill(os.getpid(), signal.SIGINT)  # as Jupyter's interrupt does
-                return
-            time.sleep(0.05)
-
-    threading.Thread(target=interrupt, daemon=True).start()
+    interrupt_when_running(shell)
     with pytest.raises(KeyboardInterrupt):
         shell.run_cell_magic("flyte_dask", "--workers 1", "import time\ntime.sleep(60)\n")
     assert runs[-1].view.history == ["packaging", "starting cluster", "running", "interrupted"]

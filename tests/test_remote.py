@@ -9,10 +9,8 @@ every test starts from an empty call log and real package versions.
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ import psutil
 import pytest
 from flyte_admin import FlyteAdminStandIn
 from IPython.core.error import UsageError
+from shell_helpers import interrupt_when, magics
 
 from dask_flyte_jupyter.backends.flyte import FlyteConnectionError, RemoteTimeoutError
 from dask_flyte_jupyter.magics import FlyteDaskMagics
@@ -55,10 +54,6 @@ def stand_in(admin: FlyteAdminStandIn) -> FlyteAdminStandIn:
     admin.clear_calls()
     admin.fake_versions = {}
     return admin
-
-
-def magics(shell) -> FlyteDaskMagics:
-    return shell.magics_manager.registry["FlyteDaskMagics"]
 
 
 def remote_line(admin: FlyteAdminStandIn, extra: str = "") -> str:
@@ -233,18 +228,6 @@ def test_failing_remote_cell_shows_the_cells_own_error(shell, stand_in):
     run = magics(shell).runs[-1]
     assert run.status == "failed"
     assert execution_of(admin, run).phase_name == "FAILED"
-
-
-def interrupt_when(condition, seconds: float = 60) -> None:
-    def watch() -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if condition():
-                _thread.interrupt_main()
-                return
-            time.sleep(0.05)
-
-    threading.Thread(target=watch, daemon=True).start()
 
 
 def test_keyboard_interrupt_aborts_the_execution(shell, stand_in, capsys):

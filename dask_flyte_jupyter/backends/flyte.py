@@ -24,7 +24,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import linecache
-import logging
 import os
 import pathlib
 import re
@@ -39,7 +38,7 @@ from typing import Any
 from ..cell import CellProgram
 from ..run import RunHandle
 from ..spec import ClusterSpec, WorkerSpec
-from ..task import VERSIONS_OUTPUT, CellTask, build_task
+from ..task import VERSIONS_OUTPUT, CellTask, build_task, quiet_flytekit
 
 #: Seconds every call may take while connecting: an unreachable endpoint fails this fast.
 CONNECT_DEADLINE = 5.0
@@ -148,18 +147,6 @@ def _deadline(seconds: float) -> Iterator[None]:
 
     with scoped_grpc_deadline(seconds):
         yield
-
-
-@contextlib.contextmanager
-def _quiet(name: str = "flytekit") -> Iterator[None]:
-    """flytekit warns that notebook support is "alpha" on every client; once is plenty."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _flyte_inputs(namespace: Mapping[str, object], names: tuple[str, ...]) -> dict[str, Any]:
@@ -319,7 +306,7 @@ class FlyteBackend:
         # flytekit's notebook resolver caches its own name on first use, which changes every
         # later pickle: read it before the first registration, so that all pickles agree.
         _ = default_notebook_task_resolver.lhs
-        with _quiet():
+        with quiet_flytekit():
             self._remote = _remote_class()(
                 config,
                 default_project=project,
@@ -405,7 +392,7 @@ class FlyteBackend:
                 version=cell_task.version,
             )
             try:
-                with _deadline(RPC_DEADLINE), _quiet():
+                with _deadline(RPC_DEADLINE), quiet_flytekit():
                     flyte_task = remote.register_task(cell_task.task, settings, cell_task.version)
             finally:
                 remote.on_upload = remote.after_upload = None
