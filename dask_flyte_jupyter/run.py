@@ -163,10 +163,7 @@ class RunHandle:
         rows = [
             ("task", f"{self.name} (version {self.version})" if self.version else self.name),
             ("status", self.status + (f" ({self.remote_status})" if self.remote_status else "")),
-            (
-                "requested",
-                self.spec.magic_line().removeprefix("%%flyte_dask").strip() or "defaults",
-            ),
+            ("requested", requested_text(self.spec)),
         ]
         if self.shape is not None:
             rows.append(("used", _shape_text(self.shape)))
@@ -216,6 +213,16 @@ def _shape_text(shape: LocalShape) -> str:
         f", {shape.memory_limit / 2**30:.2f} GiB each" if shape.memory_limit is not None else ""
     )
     return f"{shape.workers} workers x {shape.threads_per_worker} threads{memory}"
+
+
+def requested_text(spec: ClusterSpec) -> str:
+    """The shape asked for, the worker count always included: ``2 workers --worker-mem 1Gi``."""
+    flags = spec.magic_line().removeprefix("%%flyte_dask").split()
+    if "--workers" in flags:  # said as "N workers" instead
+        at = flags.index("--workers")
+        del flags[at : at + 2]
+    count = spec.workers.count
+    return " ".join([f"{count} worker{'' if count == 1 else 's'}", *flags])
 
 
 def describe_value(name: str, value: Any) -> str:

@@ -194,3 +194,11 @@ def test_summary_shows_sizes_and_a_clickable_dashboard(shell):
     assert run.workers == (2, 2)
     assert "grid: ndarray (10 x 20, 1.6 KiB)" in run.summary_text()
     assert f"<a href='{run.dashboard_link}'" in run.summary_html()
+
+
+def test_requested_shape_always_names_the_worker_count():
+    from dask_flyte_jupyter.run import requested_text
+    from dask_flyte_jupyter.spec import spec_from_options
+
+    assert requested_text(spec_from_options({"worker-mem": "1Gi"})) == "2 workers --worker-mem 1Gi"
+    assert requested_text(spec_from_options({"workers": 1, "cache": True})) == "1 worker --cache"
