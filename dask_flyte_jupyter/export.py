@@ -52,6 +52,12 @@ _INDENT = "    "
 _LIVE_METHODS = frozenset({"map", "submit", "scatter", "compute", "persist"})
 _CLIENT_MAKERS = frozenset({"Client", "get_client"})
 _MAX_LITERAL = 2000  # characters; a longer value is a required input, not a wall of text
+#: Written into modules with pickled outputs: flytekit refuses a tuple as an output value.
+_AS_OUTPUT = (
+    "def _as_output(value: typing.Any) -> typing.Any:\n"
+    '    """flytekit refuses tuple outputs, so a tuple is returned as a list."""\n'
+    "    return list(value) if isinstance(value, tuple) else value\n\n"
+)
 _PICKLED = "typing.Any | None"  # flytekit pickles it; None is a value too (say `print(...)`)
 _FLYTEKIT_NAMES = frozenset(
     {"typing", "task", "workflow", "Resources", "Dask", "Scheduler", "WorkerGroup", "CellOutputs"}
@@ -485,6 +491,8 @@ class _Writer:
         if fields:
             body = "\n".join(f"{_INDENT}{name}: {kind}" for name, kind in fields)
             parts.append(f"class CellOutputs(typing.NamedTuple):\n{body}\n\n")
+            if any(kind == _PICKLED for _, kind in fields):
+                parts.append(_AS_OUTPUT)
         parts += [self.task(fields), self.workflow(fields), self.main()]
         return "\n".join(parts)  # each part ends with the blank lines ruff puts after it
 
@@ -553,7 +561,9 @@ class _Writer:
                 "cluster).\n"
             )
         if fields:
-            values = ", ".join(f"{n}={n}" for n, _ in fields)
+            values = ", ".join(
+                f"{n}=_as_output({n})" if kind == _PICKLED else f"{n}={n}" for n, kind in fields
+            )
             body.append(_wrap_call("return CellOutputs", values, 1))
         return self.decorator() + header + _indent("".join(body)) + "\n"
 

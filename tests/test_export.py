@@ -303,3 +303,14 @@ def test_a_notebook_import_that_clashes_with_flytekit_names_is_reported(shell):
 )
 def test_live_outputs_are_recognised_by_how_they_are_made(cell, live):
     assert live_outputs(cell) == live
+
+
+def test_a_tuple_value_is_returned_as_a_list(shell, tmp_path):
+    """flytekit refuses tuple outputs; the exported module turns them into lists."""
+    shell.user_ns["n"] = 3
+    program = analyse_cell("pair = (n, n + 1)\npair\n", shell.user_ns)
+    path = export_cell(program, spec_from_options({"workers": 1}), shell.user_ns, tmp_path / "t.py")
+    out = subprocess.run(
+        [sys.executable, str(path)], capture_output=True, text=True, timeout=240, check=True
+    )
+    assert "pair=[3, 4]" in out.stdout and "value=[3, 4]" in out.stdout
