@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+from notebook_shell import notebook_shell
+
 LOAD_SNIPPET = """
 import time
 t0 = time.perf_counter()
@@ -37,10 +39,6 @@ MAP = (
     "from distributed import Client\nclient = Client()\n"
     "mapped = client.gather(client.map(inc, range(2000)))\n"
 )
-
-
-def inc(x: int) -> int:
-    return x + 1
 
 
 def bench_load(repeat: int) -> None:
@@ -88,13 +86,8 @@ def timed(fn) -> float:
 
 
 def bench_runs(repeat: int) -> None:
-    from IPython.core.interactiveshell import InteractiveShell
-
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "dask_flyte_jupyter")
-    inc.__module__ = "__main__"
-    shell.user_ns["inc"] = inc
-    ns = {"inc": inc}
+    shell = notebook_shell()
+    ns = {"inc": shell.user_ns["inc"]}
     magic = lambda code: shell.run_cell_magic("flyte_dask", "--workers 2", code)  # noqa: E731
     magic(TINY)  # warm up imports on both sides
     raw_run(TINY, ns, 2)

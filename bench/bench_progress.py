@@ -13,24 +13,17 @@ import os
 import statistics
 import time
 
+from notebook_shell import notebook_shell
+
 CELL = (
     "from distributed import Client\nclient = Client()\n"
     "total = sum(client.gather(client.map(inc, range(5000))))\n"
 )
 
 
-def inc(x: int) -> int:
-    return x + 1
-
-
 def main(repeat: int) -> None:
-    from IPython.core.interactiveshell import InteractiveShell
-
     os.environ["FLYTE_DASK_PROGRESS"] = "widget"  # the ipywidgets view, updated live
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "dask_flyte_jupyter")
-    inc.__module__ = "__main__"
-    shell.user_ns["inc"] = inc
+    shell = notebook_shell()
 
     def run(line: str) -> float:
         start = time.perf_counter()

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from notebook_shell import notebook_shell
+
 ROOT = Path(__file__).resolve().parent.parent
 CELL = """\
 from distributed import Client
@@ -50,15 +52,13 @@ PHASES = (
 def main() -> None:
     import numpy as np
     import pandas as pd
-    from IPython.core.interactiveshell import InteractiveShell
 
     sys.path.insert(0, str(ROOT / "tests"))
     from flyte_admin import FlyteAdminStandIn
 
     from dask_flyte_jupyter.backends.flyte import LARGE_UPLOAD_BYTES
 
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "dask_flyte_jupyter")
+    shell = notebook_shell()
     magics = shell.magics_manager.registry["FlyteDaskMagics"]
     backends: list[Any] = []
     make_backend = magics._remote_backend
@@ -69,7 +69,6 @@ def main() -> None:
         return backend
 
     magics._remote_backend = capture
-    shell.run_cell("def inc(x):\n    return x + 1\n", store_history=False)
     shell.user_ns["n"] = 50
     shell.user_ns["frame"] = pd.DataFrame({"key": range(1000), "value": range(1000)})
 

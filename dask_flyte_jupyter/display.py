@@ -52,12 +52,7 @@ class View(Protocol):
 
 def _phase_text(handle: RunHandle) -> list[tuple[str, str]]:
     """(phase, "1.23s") pairs, the current phase's time still counting."""
-    phases = []
-    for name, seconds in handle.phases.items():
-        if name == handle.current_phase:
-            seconds = time.perf_counter() - handle._phase_start
-        phases.append((name, f"{seconds:.1f}s"))
-    return phases
+    return [(name, f"{seconds:.1f}s") for name, seconds in handle.phase_times().items()]
 
 
 def _status_text(handle: RunHandle) -> str:

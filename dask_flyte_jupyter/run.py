@@ -92,6 +92,13 @@ class RunHandle:
         self.phases[phase] = 0.0
         self.emit(f"phase:{phase}")
 
+    def phase_times(self) -> dict[str, float]:
+        """Seconds per phase so far, the current phase still counting."""
+        times = dict(self.phases)
+        if self.current_phase is not None:
+            times[self.current_phase] = time.perf_counter() - self._phase_start
+        return times
+
     def _close_phase(self) -> None:
         if self.current_phase is not None:
             self.phases[self.current_phase] = time.perf_counter() - self._phase_start

@@ -126,17 +126,20 @@ def _plain_type(value: object) -> Any:
     return None
 
 
-def input_type(value: object) -> Any:
-    """The type an input is declared with: Flyte-native where there is one, else pickle."""
+def input_type(value: object, *, hashed: bool = True) -> Any:
+    """The type an input is declared with: Flyte-native where there is one, else pickle.
+
+    ``hashed`` adds a content hash for the cache key; without ``--cache`` it would only cost a
+    pass over every DataFrame and array on each run.
+    """
     plain = _plain_type(value)
     if plain is not None:
         return plain
     type_name = f"{type(value).__module__}.{type(value).__qualname__}"
-    if type_name in ("pandas.DataFrame", "numpy.ndarray"):
-        return _hashed(type(value))
     if type_name.startswith(("flytekit.types.file.", "flytekit.types.directory.")):
         return type(value)  # FlyteFile / FlyteDirectory: uploaded by flytekit, not pickled
-    return _hashed(PICKLED)
+    declared = type(value) if type_name in ("pandas.DataFrame", "numpy.ndarray") else PICKLED
+    return _hashed(declared) if hashed else declared
 
 
 _ANNOTATIONS: dict[str, Any] = {
@@ -294,7 +297,7 @@ def build_task(
     if clash:
         raise ValueError(f"the cell uses reserved name(s) {', '.join(clash)}; rename them")
 
-    input_types = {name: input_type(namespace[name]) for name in program.inputs}
+    input_types = {name: input_type(namespace[name], hashed=spec.cache) for name in program.inputs}
     output_names = program.outputs + ((VALUE_OUTPUT,) if program.last_expression else ())
     output_fields = [
         (name, output_type(program.annotations.get(name))) for name in output_names

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import cloudpickle
 import psutil
 import pytest
-from flyte_admin import FlyteAdminStandIn
+from flyte_admin import FlyteAdminStandIn, processes_gone
 from flyte_admin import fixtures as _fixtures
 from flytekit import task
 from flytekit.clients.grpc_utils.deadline_interceptor import scoped_grpc_deadline
@@ -98,14 +98,6 @@ def remote_for(admin: FlyteAdminStandIn) -> FlyteRemote:
     )
 
 
-def gone(pids: list[int]) -> bool:
-    for pid in pids:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                return False
-    return True
-
-
 def test_dask_task_runs_on_its_own_cluster_and_reregistration_is_a_noop(flyte_admin):
     remote = remote_for(flyte_admin)
     with by_value():
@@ -121,7 +113,7 @@ def test_dask_task_runs_on_its_own_cluster_and_reregistration_is_a_noop(flyte_ad
     assert seen.cluster["workers_joined"] == 3
     assert seen.task_args[:2] == ["pyflyte-fast-execute", "--additional-distribution"]
     assert not any("{{" in arg for arg in seen.task_args)
-    assert gone(seen.pids + seen.cluster["descendant_pids"])
+    assert processes_gone(seen.pids + seen.cluster["descendant_pids"])
     phases = [event.phase for event in seen.events]
     assert phases[:2] == ["QUEUED", "RUNNING"] and phases[-1] == "SUCCEEDED"
     # flytekit registered it the notebook way: code uploaded, then the task created once.
@@ -188,7 +180,7 @@ def test_failing_task_fails_the_execution_with_the_user_error(flyte_admin):
     assert execution.error.error_uri.endswith("/error.pb")
     seen = flyte_admin.executions[execution.id.name]
     assert seen.returncode == 0  # flytekit reports user errors through error.pb, not exit codes
-    assert gone(seen.pids + seen.cluster["descendant_pids"])
+    assert processes_gone(seen.pids + seen.cluster["descendant_pids"])
 
 
 def test_terminate_aborts_and_kills_every_process(flyte_admin):
@@ -209,7 +201,7 @@ def test_terminate_aborts_and_kills_every_process(flyte_admin):
 
     assert execution.closure.phase == WorkflowExecutionPhase.ABORTED
     assert execution.closure.abort_metadata.cause == "user interrupt"
-    assert gone(pids + seen.cluster["descendant_pids"])
+    assert processes_gone(pids + seen.cluster["descendant_pids"])
     ours = [p for p in psutil.Process().children(recursive=True) if p.pid in pids]
     assert not ours
     # Terminating a finished execution: Admin says FAILED_PRECONDITION (flytekit retries it).

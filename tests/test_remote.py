@@ -9,16 +9,14 @@ every test starts from an empty call log and real package versions.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
-import psutil
 import pytest
-from flyte_admin import FlyteAdminStandIn
+from flyte_admin import FlyteAdminStandIn, processes_gone
 from IPython.core.error import UsageError
 from shell_helpers import interrupt_when, magics
 
@@ -64,14 +62,6 @@ def define_inputs(shell) -> None:
     shell.run_cell("def inc(x):\n    return x + 1\n", store_history=False)
     shell.user_ns["n"] = 20
     shell.user_ns["frame"] = pd.DataFrame({"key": [i % 3 for i in range(9)], "value": range(9)})
-
-
-def gone(pids: list[int]) -> bool:
-    for pid in pids:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                return False
-    return True
 
 
 def code_uploads(admin: FlyteAdminStandIn) -> list:
@@ -128,7 +118,7 @@ def test_increment_runs_remotely_like_locally_and_reruns_register_nothing(shell,
     assert "execution SUCCEEDED" in run.remote_status
     assert "same as the kernel" in run.details["environment"]
     assert set(run.environment) >= {"job-runner", "scheduler"} and len(run.environment) == 5
-    assert gone(seen.pids + seen.cluster["descendant_pids"])
+    assert processes_gone(seen.pids + seen.cluster["descendant_pids"])
 
     # A kernel restart: a new magics instance, a fresh namespace with the same values. The
     # unchanged cell is found registered: no new task version, nothing uploaded.
@@ -242,7 +232,7 @@ def test_keyboard_interrupt_aborts_the_execution(shell, stand_in, capsys):
     seen = execution_of(admin, run)
     assert run.status == "interrupted" and seen.phase_name == "ABORTED"
     assert seen.abort_cause == "interrupted from the notebook"
-    assert gone(seen.pids + seen.cluster["descendant_pids"])
+    assert processes_gone(seen.pids + seen.cluster["descendant_pids"])
     assert f"execution {seen.name} was terminated (ABORTED)" in capsys.readouterr().err
     assert "done" not in shell.user_ns
 
@@ -260,7 +250,7 @@ def test_timeout_terminates_a_long_cell(shell, stand_in):
     run = magics(shell).runs[-1]
     seen = execution_of(admin, run)
     assert seen.phase_name == "ABORTED" and "--timeout 5s" in seen.abort_cause
-    assert gone(seen.pids + seen.cluster["descendant_pids"])
+    assert processes_gone(seen.pids + seen.cluster["descendant_pids"])
     shown = "\n".join(caught.value._render_traceback_())
     assert "ran longer than --timeout 5s" in shown and "(ABORTED)" in shown
 

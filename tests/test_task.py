@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import typing
 
 import numpy as np
 import pandas as pd
@@ -113,3 +114,12 @@ def test_tuple_outputs_travel_boxed_and_come_back_as_tuples():
     assert out.flyte_dask_boxed == ["pair", "flyte_dask_value"]
     kept, dropped = unpack_outputs(out._asdict())
     assert kept == {"pair": (1, 2), "flyte_dask_value": (1, 2)} and dropped == []
+
+
+def test_inputs_are_content_hashed_only_for_cached_tasks():
+    frame = pd.DataFrame({"a": [1, 2]})
+    plain = build("b = frame\n", frame=frame)
+    cached = build("b = frame\n", spec=ClusterSpec(cache=True), frame=frame)
+    assert typing.get_origin(plain.input_types["frame"]) is not typing.Annotated
+    assert typing.get_origin(cached.input_types["frame"]) is typing.Annotated
+    assert plain.version == cached.version  # the hash is not part of the declared type

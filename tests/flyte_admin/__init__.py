@@ -10,6 +10,6 @@ propeller + the dask operator with local processes.  See README.md in this direc
 """
 
 from .server import FlyteAdminStandIn
-from .state import Call, StandInExecution
+from .state import Call, StandInExecution, processes_gone
 
-__all__ = ["Call", "FlyteAdminStandIn", "StandInExecution"]
+__all__ = ["Call", "FlyteAdminStandIn", "StandInExecution", "processes_gone"]

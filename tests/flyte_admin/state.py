@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
 from flyteidl.admin import execution_pb2, task_pb2
 from flyteidl.core import execution_pb2 as core_execution_pb2
 from flyteidl.core import identifier_pb2, literals_pb2
@@ -51,6 +53,15 @@ class Event:
     at: float
     phase: str
     note: str = ""
+
+
+def processes_gone(pids: list[int]) -> bool:
+    """True when none of ``pids`` is still running (zombies awaiting their parent count as gone)."""
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return False
+    return True
 
 
 @dataclass
