@@ -40,6 +40,27 @@ _UNDEFINED_MESSAGE = (
 )
 _KERNEL_MESSAGE = "is only available in the notebook kernel, not inside a Flyte task"
 
+_FUTURE_MESSAGE = (
+    "is a future of the notebook's own dask cluster, which this cell's cluster cannot reach:"
+    " bring its value into the notebook first (`{name}_value = {name}.result()`) and use that,"
+    " or compute it in this cell"
+)
+
+
+def dask_kind(value: object) -> str | None:
+    """"client", "cluster" or "future" for live distributed objects, by class name only (this
+    module imports no dask)."""
+    for klass in type(value).__mro__:
+        name = f"{klass.__module__}.{klass.__qualname__}"
+        if name == "distributed.client.Client":
+            return "client"
+        if name == "distributed.deploy.cluster.Cluster":
+            return "cluster"
+        if name == "distributed.client.Future":
+            return "future"
+    return None
+
+
 _ScopeKind = Literal["cell", "function", "class", "comprehension"]
 
 
@@ -65,6 +86,35 @@ class ModuleInput:
 
 
 @dataclass(frozen=True)
+class ImportBinding:
+    """A name a top-level import of the cell binds: re-imported in the kernel after the run."""
+
+    name: str
+    module: str
+    attribute: str | None = None  # `from module import attribute as name`
+
+    def import_statement(self) -> str:
+        if self.attribute is not None:
+            alias = "" if self.attribute == self.name else f" as {self.name}"
+            return f"from {self.module} import {self.attribute}{alias}"
+        if self.name == self.module.split(".")[0] and "." not in self.name:
+            return f"import {self.module}"
+        return f"import {self.module} as {self.name}"
+
+
+@dataclass(frozen=True)
+class DaskHandle:
+    """A notebook client or cluster the cell names: inside the cell it is the cell's own.
+
+    ``origin`` names the earlier ``%%flyte_dask`` cell that made it, when that cell's client
+    ended with its cluster (the name is then not in the notebook at all)."""
+
+    name: str
+    kind: str  # "client" or "cluster"
+    origin: str | None = None
+
+
+@dataclass(frozen=True)
 class CellProgram:
     """The analysed cell: what it needs from the notebook and what it gives back."""
 
@@ -74,6 +124,14 @@ class CellProgram:
     outputs: tuple[str, ...]
     last_expression: bool
     imports: tuple[str, ...]
+    #: Names the cell's top-level imports bind (brought back by re-importing them).
+    imported: tuple[ImportBinding, ...] = ()
+    #: Notebook clients and clusters the cell names.
+    handles: tuple[DaskHandle, ...] = ()
+    #: Inputs the cell declares `global`.
+    global_inputs: tuple[str, ...] = ()
+    #: The cell ends with `;`: its value is not displayed.
+    quiet: bool = False
     # A mapping is unhashable, so it takes part in equality only.
     annotations: Mapping[str, str] = field(
         default_factory=lambda: types.MappingProxyType({}), hash=False
@@ -323,6 +381,31 @@ def _compile_as_function(tree: ast.Module, line_offset: int) -> None:
         raise CellError(exc.msg, None if exc.lineno is None else exc.lineno + line_offset) from None
 
 
+def _top_level_imports(tree: ast.Module) -> list[ImportBinding]:
+    """Bindings of the cell's own imports: at its top level, or in its top-level if/try/with
+    blocks (not in functions or classes, whose names stay local to them)."""
+    bindings: dict[str, ImportBinding] = {}
+    stack: list[ast.stmt] = list(tree.body)
+    while stack:
+        node = stack.pop(0)
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    bindings[alias.asname] = ImportBinding(alias.asname, alias.name)
+                else:
+                    top = alias.name.split(".")[0]
+                    bindings[top] = ImportBinding(top, top)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                name = alias.asname or alias.name
+                bindings[name] = ImportBinding(name, node.module, alias.name)
+        elif isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
+            for block in ("body", "orelse", "finalbody", "handlers"):
+                for child in getattr(node, block, []):
+                    stack.extend(child.body if isinstance(child, ast.ExceptHandler) else [child])
+    return list(bindings.values())
+
+
 def _imports(tree: ast.Module) -> tuple[str, ...]:
     packages: set[str] = set()
     for node in ast.walk(tree):
@@ -340,12 +423,16 @@ def analyse_cell(
     line_offset: int = 1,
     inputs: Sequence[str] | None = None,
     outputs: Sequence[str] | None = None,
+    ended: Mapping[str, tuple[str, str]] | None = None,
 ) -> CellProgram:
     """Find the inputs, outputs, last expression and imports of a cell body.
 
     `body` excludes the magic line; error line numbers are `body line + line_offset`.
     `inputs` / `outputs` replace the inferred names (`--inputs` / `--outputs`).
+    `ended`: names of clients and clusters made by earlier `%%flyte_dask` cells, which ended
+    with their clusters (name -> (kind, cell name)): in this cell they are its own.
     """
+    ended = ended or {}
     tree = _parse(body, line_offset)
     if not tree.body:
         raise CellError("the cell is empty")
@@ -367,6 +454,7 @@ def analyse_cell(
             reads.setdefault(name, line)
 
     chosen: list[str] = []
+    handles: list[DaskHandle] = []
     for name, line in sorted(reads.items(), key=lambda item: (item[1], item[0])):
         if name in _KERNEL_ONLY:
             raise CellError(f"{name!r} {_KERNEL_MESSAGE}", line + line_offset)
@@ -374,6 +462,9 @@ def analyse_cell(
             continue
         if name in namespace:
             chosen.append(name)
+        elif name in ended and name not in _BUILTINS:
+            kind, origin = ended[name]
+            handles.append(DaskHandle(name, kind, origin))
         elif name not in _BUILTINS and inputs is None:
             raise CellError(f"name {name!r} {_UNDEFINED_MESSAGE}", line + line_offset)
     if inputs is not None:
@@ -384,6 +475,14 @@ def analyse_cell(
             if name not in namespace:
                 raise CellError(f"input {name!r} is not defined in the notebook")
 
+    for name in chosen:
+        kind = dask_kind(namespace[name])
+        if kind == "future":
+            raise CellError(f"input {name!r} {_FUTURE_MESSAGE.format(name=name)}")
+        if kind is not None:
+            handles.append(DaskHandle(name, kind))
+    handle_names = {h.name for h in handles}
+    chosen = [n for n in chosen if n not in handle_names]
     modules = [
         ModuleInput(name, value.__name__)
         for name in chosen
@@ -406,12 +505,22 @@ def analyse_cell(
         for name, node in scope.annotated.items()
         if name in chosen_outputs
     }
+    imported = tuple(
+        binding
+        for binding in _top_level_imports(tree)
+        if binding.name not in chosen_outputs and not binding.name.startswith("_")
+        and (outputs is None or binding.name in outputs)
+    )
+    plain_inputs = tuple(sorted(n for n in chosen if n not in module_names))
     return CellProgram(
         body=body,
-        inputs=tuple(sorted(n for n in chosen if n not in module_names)),
+        inputs=plain_inputs,
         modules=tuple(sorted(modules, key=lambda m: m.name)),
         outputs=chosen_outputs,
         last_expression=isinstance(tree.body[-1], ast.Expr),
         imports=_imports(tree),
+        imported=imported,
+        handles=tuple(handles),
+        global_inputs=tuple(n for n in plain_inputs if n in scope.globals),
         annotations=types.MappingProxyType(annotations),
     )

@@ -6,6 +6,7 @@ Imported on the first run, not at ``%load_ext``, because it pulls in flytekit.
 from __future__ import annotations
 
 import ast
+import base64
 import signal
 import sys
 import threading
@@ -15,12 +16,12 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from .backends.local import LocalBackend
-from .cell import CellProgram
+from .cell import CellProgram, ImportBinding
 from .display import progress_mode, show_progress
 from .errors import attach_readable_traceback, explain_failure, restore_message
 from .run import RunHandle
 from .spec import ClusterSpec
-from .task import VALUE_OUTPUT, default_task_name, unpack_outputs
+from .task import VALUE_OUTPUT, Unpacked, default_task_name, unpack_outputs
 
 
 def prepare_flytekit(shell: Any) -> None:
@@ -85,27 +86,28 @@ def execute_cell(
         handle.finish("failed", error)
         raise UsageError(f"cannot build the task: {error}") from None
     handle.version = cell_task.version
+    refuse_notebook_dask_state(program, shell.user_ns)
     magics.runs.append(handle)
-    inputs = {name: shell.user_ns[name] for name in program.inputs}
+    for borrowed in program.handles:
+        handle.note(handle_note(borrowed))
+    inputs = cell_task.task_inputs(shell.user_ns, program.inputs)
 
     mode = progress_mode(shell) if progress else "none"
     files = code_files(program, inputs, cell_task.filename)
+    bring_back = Results(
+        shell, magics, handle, out_var, remote=backend.name != "local", imports=program.imported
+    )
     if follow_run(
-        shell,
-        handle,
-        lambda: backend.run(cell_task, inputs, handle),
-        mode,
-        out_var,
-        cell_task.filename,
-        files,
+        handle, lambda: backend.run(cell_task, inputs, handle), mode, bring_back,
+        cell_task.filename, files,
     ):
-        return handle.value if program.last_expression else None
+        return handle.value if program.last_expression and not program.quiet else None
 
     def follow(timeout: float | None = None) -> Any:  # handle.wait()
         def run() -> dict[str, Any]:
             return backend.follow(handle, timeout)  # type: ignore[no-any-return]
 
-        follow_run(shell, handle, run, mode, out_var, cell_task.filename, files)
+        follow_run(handle, run, mode, bring_back, cell_task.filename, files)
         return handle.value
 
     handle.follower = follow
@@ -114,12 +116,141 @@ def execute_cell(
     return handle
 
 
+def handle_note(borrowed: Any) -> str:
+    """The summary's line for a notebook client or cluster the cell names."""
+    if borrowed.origin is not None:
+        return (
+            f"{borrowed.name}: the {borrowed.kind} of cell {borrowed.origin} ended with its "
+            f"cluster; here it is this cell's own {borrowed.kind}"
+        )
+    return f"{borrowed.name}: the notebook's {borrowed.kind} stands for this cell's own"
+
+
+def refuse_notebook_dask_state(program: CellProgram, namespace: dict[str, Any]) -> None:
+    """Inputs holding futures of the notebook's own cluster cannot reach the cell's cluster:
+    one clear message, before anything starts."""
+    from distributed import futures_of
+
+    for name in program.inputs:
+        value = namespace[name]
+        try:
+            held = futures_of(value) if _may_hold_futures(value) else []
+        except Exception:  # a value we cannot look into is not a future
+            held = []
+        if held:
+            what = "persisted collection" if hasattr(value, "__dask_graph__") else "value"
+            raise UsageError(
+                f"input {name!r} is a {what} holding futures of the notebook's own dask "
+                "cluster, which this cell's cluster cannot reach: compute it in this cell "
+                f"instead, or bring its data into the notebook first ({name} = "
+                f"{name}.compute() or client.gather({name}))"
+            )
+
+
+def _may_hold_futures(value: object) -> bool:
+    if hasattr(type(value), "__dask_graph__") and not isinstance(value, type):
+        return True
+    return type(value) in (list, tuple, dict, set)
+
+
+class Results:
+    """Puts a run's results into the notebook, all at once, only when nothing failed."""
+
+    def __init__(
+        self,
+        shell: Any,
+        magics: Any,
+        handle: RunHandle,
+        out_var: str | None,
+        *,
+        remote: bool,
+        imports: tuple[ImportBinding, ...] = (),
+    ) -> None:
+        self.shell, self.magics, self.handle = shell, magics, handle
+        self.out_var, self.remote = out_var, remote
+        self.imports = {binding.name: binding for binding in imports}
+        self.figures: list[str] = []
+
+    def bring_back(self, outputs: dict[str, Any]) -> None:
+        handle = self.handle
+        handle.begin("gathering results")
+        unpacked = unpack_outputs(outputs)
+        updates = dict(unpacked.outputs)
+        handle.value = updates.pop(VALUE_OUTPUT, None)
+        updates.update(self._imports(unpacked))
+        handle.dropped = sorted(
+            n for n, why in unpacked.dropped.items() if why != "unbound" and n != VALUE_OUTPUT
+        )
+        handle.outputs = updates
+        for text in unpacked.notes:
+            handle.note(text)
+        if unpacked.materialized:
+            handle.details["brought back"] = (
+                f"{', '.join(unpacked.materialized)}: "
+                f"{_size(unpacked.materialized_bytes)} of dask data"
+            )
+        if self.remote and unpacked.stdout:
+            sys.stdout.write(unpacked.stdout)
+        self.shell.user_ns.update(updates)
+        ended = self.magics.ended_handles
+        for name in updates:
+            ended.pop(name, None)
+        for name, why in unpacked.dropped.items():
+            if why in ("client", "cluster"):
+                ended[name] = (why, handle.name)
+        if self.out_var is not None:
+            self.shell.user_ns[self.out_var] = handle
+        self.figures = unpacked.figures
+
+    def _imports(self, unpacked: Unpacked) -> dict[str, Any]:
+        """The cell's imports and module outputs, re-imported in the kernel (never pickled)."""
+        values: dict[str, Any] = {}
+        for name, module in unpacked.modules.items():
+            values[name] = self._import(name, module, None)
+        for name in unpacked.imports:
+            binding = self.imports.get(name)
+            if binding is not None:
+                values[name] = self._import(name, binding.module, binding.attribute)
+        return {k: v for k, v in values.items() if v is not _MISSING}
+
+    def _import(self, name: str, module: str, attribute: str | None) -> Any:
+        import importlib
+
+        try:
+            imported = importlib.import_module(module)
+            if attribute is None:
+                return imported
+            try:
+                return getattr(imported, attribute)
+            except AttributeError:
+                return importlib.import_module(f"{module}.{attribute}")
+        except ImportError as error:
+            self.handle.note(f"{name} is not bound here: {error} in this kernel")
+            return _MISSING
+
+    def show_figures(self) -> None:
+        from IPython.display import Image, display
+
+        for png in self.figures:
+            display(Image(data=base64.b64decode(png), format="png"))
+
+
+_MISSING = object()
+
+
+def _size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
 def follow_run(
-    shell: Any,
     handle: RunHandle,
     run: Callable[[], dict[str, Any] | None],
     mode: str,
-    out_var: str | None,
+    results: Results,
     cell_filename: str,
     files: dict[str, str],
 ) -> bool:
@@ -146,14 +277,7 @@ def follow_run(
             raise
         if outputs is None:
             return False
-
-        handle.begin("gathering results")
-        kept, dropped = unpack_outputs(outputs)
-        handle.value = kept.pop(VALUE_OUTPUT, None)
-        handle.dropped = sorted(set(dropped) - {VALUE_OUTPUT})
-        handle.outputs = kept
-        shell.user_ns.update(handle.outputs)
-        if out_var is not None:
-            shell.user_ns[out_var] = handle
+        results.bring_back(outputs)
         handle.finish("cached" if handle.cache_hit else "succeeded")
+    results.show_figures()
     return True

@@ -81,6 +81,8 @@ class FlyteDaskMagics(Magics):
         #: The kernel's defaults, observable: %flyte_dask_config and displayed pickers share it.
         self.kernel_defaults = KernelDefaults()
         self.runs: list[Any] = []  # RunHandle, newest last
+        #: Clients and clusters of earlier cells, which ended with them: name -> (kind, cell).
+        self.ended_handles: dict[str, tuple[str, str]] = {}
 
     @property
     def defaults(self) -> ClusterSpec:
@@ -182,6 +184,7 @@ class FlyteDaskMagics(Magics):
                 self.namespace,
                 inputs=_name_list(args.inputs, "--inputs"),
                 outputs=_name_list(args.outputs, "--outputs"),
+                ended=self.ended_handles,
             )
         except (SpecError, CellError) as error:
             raise UsageError(str(error)) from None

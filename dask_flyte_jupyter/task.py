@@ -20,33 +20,36 @@ import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from . import runtime
 from .cell import CellProgram
 from .spec import ClusterSpec, to_dask_config
 
 #: Output carrying the value of the cell's last expression.
 VALUE_OUTPUT = "flyte_dask_value"
-#: Output listing outputs that were not returned (unbound, or live cluster objects).
-DROPPED_OUTPUT = "flyte_dask_dropped"
-#: Output listing outputs sent inside a one-element list: flytekit refuses tuple output values.
-BOXED_OUTPUT = "flyte_dask_boxed"
-META_OUTPUTS = (DROPPED_OUTPUT, BOXED_OUTPUT)
+#: Output with the run's report (JSON, ``runtime.py``): names not sent back, modules, notes...
+REPORT_OUTPUT = runtime.REPORT_OUTPUT
+META_OUTPUTS = (REPORT_OUTPUT,)
 #: Output with the versions of job runner, scheduler and workers (remote builds only, JSON).
 VERSIONS_OUTPUT = "flyte_dask_versions"
+#: Prefix of the parameter of an input the cell declares ``global`` (a parameter cannot be).
+GLOBAL_PARAM = "flyte_dask_global_"
 RESERVED_NAMES = (
     *META_OUTPUTS,
     VALUE_OUTPUT,
     VERSIONS_OUTPUT,
-    "flyte_dask_collect",
+    "flyte_dask_session",
+    "flyte_dask_start",
+    "flyte_dask_settings",
     "flyte_dask_extra",
     "CellOutputs",
 )
 #: Declared type of values that travel as pickles (flytekit's pickle type; None allowed).
 PICKLED: Any = Any | None
 # Bumped when the generated function changes shape, so old versions are not reused.
-_FORMAT = "1"
+_FORMAT = "2"
 
 
 @dataclass(frozen=True)
@@ -57,19 +60,53 @@ class CellTask:
     name: str
     version: str
     cache_version: str
-    input_types: Mapping[str, Any]
+    input_types: Mapping[str, Any]  # by parameter name
     output_names: tuple[str, ...]  # the cell's outputs (and its value), without META_OUTPUTS
     last_expression: bool
     filename: str
     source: str
+    #: Notebook name -> task parameter name, for inputs whose parameter is renamed.
+    parameters: Mapping[str, str] = field(default_factory=dict)
+
+    def task_inputs(self, namespace: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+        """The task's keyword arguments for the notebook values of ``names``."""
+        return {self.parameters.get(name, name): namespace[name] for name in names}
 
 
-def unpack_outputs(outputs: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The cell's outputs as the user wrote them, and the names that were not sent back."""
-    dropped = list(outputs.pop(DROPPED_OUTPUT, []))
-    for name in outputs.pop(BOXED_OUTPUT, []):
+@dataclass
+class Unpacked:
+    """The outputs of a run as the notebook gets them, and what the run reported."""
+
+    outputs: dict[str, Any]
+    dropped: dict[str, str]  # name -> why ("client", "cluster", "unbound")
+    modules: dict[str, str]  # name -> module to re-import
+    imports: list[str]  # names of the cell's imports that were bound
+    notes: list[str]
+    materialized: list[str]
+    materialized_bytes: int
+    figures: list[str]  # PNG, base64
+    stdout: str | None
+
+
+def unpack_outputs(outputs: dict[str, Any]) -> Unpacked:
+    """The cell's outputs as the user wrote them, and the run's report."""
+    report = json.loads(outputs.pop(REPORT_OUTPUT, None) or "{}")
+    for name in report.get("boxed", []):
         outputs[name] = outputs[name][0]
-    return {name: value for name, value in outputs.items() if name not in dropped}, dropped
+    dropped = dict(report.get("dropped", {}))
+    modules = dict(report.get("modules", {}))
+    kept = {k: v for k, v in outputs.items() if k not in dropped and k not in modules}
+    return Unpacked(
+        outputs=kept,
+        dropped=dropped,
+        modules=modules,
+        imports=list(report.get("imports", [])),
+        notes=list(report.get("notes", [])),
+        materialized=list(report.get("materialized", [])),
+        materialized_bytes=int(report.get("materialized_bytes", 0)),
+        figures=list(report.get("figures", [])),
+        stdout=report.get("stdout"),
+    )
 
 
 def content_hash(value: object) -> str:
@@ -183,8 +220,35 @@ def default_task_name(body: str) -> str:
     return f"cell_{_digest(body)[:10]}"
 
 
-def _function_ast(program: CellProgram, params: list[str], filename: str) -> ast.Module:
-    """The task function as an AST whose statements keep the cell's line numbers."""
+def _statements(source: str, line: int) -> list[ast.stmt]:
+    """Generated statements, all on cell line ``line`` (the ``%%flyte_dask`` line for the
+    prologue: a traceback through them points at the magic line, not into the cell)."""
+    nodes = ast.parse(source).body
+    for node in nodes:
+        for child in ast.walk(node):
+            if hasattr(child, "lineno"):
+                child.lineno = child.end_lineno = line  # type: ignore[attr-defined]
+    return nodes
+
+
+def _function_ast(
+    program: CellProgram, params: Mapping[str, str], filename: str
+) -> ast.Module:
+    """The task function as an AST whose statements keep the cell's line numbers.
+
+    The cell's statements run inside the run's session (``runtime.py``): opened first, outputs
+    collected while the cluster still runs, closed whatever happens::
+
+        def cell(a, b) -> CellOutputs:
+            flyte_dask_session = flyte_dask_start(flyte_dask_settings)
+            try:
+                a, b = flyte_dask_session.place((a, b))
+                client = flyte_dask_session.handle("client", "client")
+                <the cell>
+                return flyte_dask_session.collect(locals(), globals(), CellOutputs, ...)
+            finally:
+                flyte_dask_session.stop()
+    """
     cell = ast.parse(program.body, filename=filename)
     ast.increment_lineno(cell, 1)  # body line 1 is cell line 2
     body = list(cell.body)
@@ -193,20 +257,37 @@ def _function_ast(program: CellProgram, params: list[str], filename: str) -> ast
         body[-1] = ast.copy_location(
             ast.Assign(targets=[ast.Name(VALUE_OUTPUT, ast.Store())], value=last.value), last
         )
+    names = list(program.inputs)
+    prologue = []
+    if names:
+        targets = ", ".join(params.get(n, n) for n in names)
+        prologue.append(f"{targets}, = flyte_dask_session.place(({targets},))")
+    for name in program.global_inputs:
+        # Not `K = ...`: the cell's own `global K` must still come before any binding of K.
+        prologue.append(f"globals()[{name!r}] = {params[name]}")
+    for handle in program.handles:
+        prologue.append(f"{handle.name} = flyte_dask_session.handle({handle.name!r}, {handle.kind!r})")
     end = (body[-1].end_lineno or body[-1].lineno) + 1
-    collect = ast.parse("return flyte_dask_collect(locals(), globals())").body[0]
-    ast.increment_lineno(collect, end - 1)
-    body.append(collect)
+    collect = _statements(
+        "return flyte_dask_session.collect(locals(), globals(), CellOutputs, flyte_dask_extra)",
+        end,
+    )
+    guarded = ast.Try(
+        body=[*_statements("\n".join(prologue), 1), *body, *collect],
+        handlers=[],
+        orelse=[],
+        finalbody=_statements("flyte_dask_session.stop()", 1),
+    )
     function = ast.FunctionDef(
         name="cell",
         args=ast.arguments(
             posonlyargs=[],
-            args=[ast.arg(arg=name) for name in params],
+            args=[ast.arg(arg=params.get(name, name)) for name in names],
             kwonlyargs=[],
             kw_defaults=[],
             defaults=[],
         ),
-        body=body,
+        body=[*_statements("flyte_dask_session = flyte_dask_start(flyte_dask_settings)", 1), guarded],
         decorator_list=[],
         returns=ast.Name("CellOutputs", ast.Load()),
         lineno=1,
@@ -220,61 +301,27 @@ def _readable_source(program: CellProgram, params: list[str]) -> str:
     """Text matching the compiled function line by line (for linecache and flytekit)."""
     lines = program.body.splitlines()
     header = f"def cell({', '.join(params)}) -> CellOutputs:"
-    footer = "return flyte_dask_collect(locals(), globals())"
+    footer = "return flyte_dask_session.collect(locals(), globals(), CellOutputs)"
     return (
         "\n".join([header, *textwrap.indent("\n".join([*lines, footer]), "    ").splitlines()])
         + "\n"
     )
 
 
-def _collect_function(output_names: tuple[str, ...], cell_outputs: type) -> Callable[..., Any]:
-    """Builds ``flyte_dask_collect``: picks the outputs out of the task function's scope.
+def run_settings(
+    program: CellProgram, spec: ClusterSpec, output_names: tuple[str, ...], *, remote: bool
+) -> dict[str, Any]:
+    """What the session needs to know at run time, fixed when the task is built."""
+    import psutil
 
-    It is generated (not imported) so the task pickles without this package installed.
-    """
-    source = textwrap.dedent(
-        f"""
-        def flyte_dask_collect(scope, module_scope):
-            values, dropped, boxed = {{}}, [], []
-            for name in {output_names!r}:
-                if name in scope:
-                    value = scope[name]
-                elif name in module_scope:
-                    value = module_scope[name]
-                else:
-                    dropped.append(name)
-                    continue
-                # Clients, futures and clusters cannot outlive the cluster.
-                if is_live(value):
-                    dropped.append(name)
-                    value = None
-                elif isinstance(value, tuple):
-                    boxed.append(name)
-                    value = [value]
-                values[name] = value
-            for name in dropped:
-                values.setdefault(name, None)
-            try:  # remote builds: the versions of the cluster (parity.py)
-                extra = flyte_dask_extra()
-            except NameError:
-                extra = {{}}
-            return CellOutputs(
-                flyte_dask_dropped=dropped, flyte_dask_boxed=boxed, **values, **extra
-            )
-
-        def is_live(value, depth=0):
-            if type(value).__module__.split(".")[0] == "distributed":
-                return True
-            if depth < 2 and isinstance(value, (list, tuple, set, frozenset)):
-                return any(is_live(item, depth + 1) for item in list(value)[:100])
-            if depth < 2 and isinstance(value, dict):
-                return any(is_live(item, depth + 1) for item in list(value.values())[:100])
-            return False
-        """
-    )
-    namespace: dict[str, Any] = {"__name__": "__main__", "CellOutputs": cell_outputs}
-    exec(compile(source, "<flyte_dask collect>", "exec"), namespace)
-    return typing.cast(Callable[..., Any], namespace["flyte_dask_collect"])
+    return {
+        "outputs": list(output_names),
+        "imports": [binding.name for binding in program.imported],
+        "workers": spec.workers.count,
+        "remote": remote,
+        # Dask data a cell may bring back: half of what this kernel's machine has.
+        "limit": psutil.virtual_memory().total // 2,
+    }
 
 
 def build_task(
@@ -297,11 +344,15 @@ def build_task(
     if clash:
         raise ValueError(f"the cell uses reserved name(s) {', '.join(clash)}; rename them")
 
-    input_types = {name: input_type(namespace[name], hashed=spec.cache) for name in program.inputs}
+    params = {name: GLOBAL_PARAM + name for name in program.global_inputs}
+    input_types = {
+        params.get(name, name): input_type(namespace[name], hashed=spec.cache)
+        for name in program.inputs
+    }
     output_names = program.outputs + ((VALUE_OUTPUT,) if program.last_expression else ())
     output_fields = [
         (name, output_type(program.annotations.get(name))) for name in output_names
-    ] + [(name, list[str]) for name in META_OUTPUTS]
+    ] + [(REPORT_OUTPUT, str)]
     if report_versions:
         output_fields.append((VERSIONS_OUTPUT, str))
     cell_outputs = typing.NamedTuple("CellOutputs", output_fields)  # type: ignore[misc]
@@ -315,28 +366,35 @@ def build_task(
             "inputs": {k: type_label(v) for k, v in input_types.items()},
             "outputs": [f"{n}:{type_label(t)}" for n, t in output_fields],
             "modules": [m.import_statement() for m in program.modules],
+            "handles": [[h.name, h.kind] for h in program.handles],
         },
         sort_keys=True,
     )
     version = _digest(signature)[:16]
     cache_version = spec.cache_version or version
 
-    params = list(program.inputs)
     filename = f"<flyte_dask {name} {version}>"
-    source = _readable_source(program, params)
+    source = _readable_source(program, list(input_types))
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
 
     module_globals: dict[str, Any] = {
         "__name__": "__main__",
         "__builtins__": builtins,
         "CellOutputs": cell_outputs,
-        "flyte_dask_collect": _collect_function(output_names, cell_outputs),
+        "flyte_dask_start": runtime.start,
+        "flyte_dask_settings": run_settings(
+            program, spec, output_names, remote=report_versions
+        ),
+        "flyte_dask_extra": None,
     }
-    if report_versions:  # a global of the collector, so that cloudpickle ships it
+    if report_versions:
+        import cloudpickle
+
         from .parity import collector
 
-        collect = module_globals["flyte_dask_collect"]
-        collect.__globals__["flyte_dask_extra"] = collector(VERSIONS_OUTPUT)
+        # The job runner has no dask_flyte_jupyter: the session's code travels in the pickle.
+        cloudpickle.register_pickle_by_value(runtime)
+        module_globals["flyte_dask_extra"] = collector(VERSIONS_OUTPUT)
     for module in program.modules:
         module_globals[module.name] = _import(module.module)
     exec(compile(_function_ast(program, params, filename), filename, "exec"), module_globals)
@@ -370,6 +428,7 @@ def build_task(
         last_expression=program.last_expression,
         filename=filename,
         source=source,
+        parameters=types.MappingProxyType(params),
     )
 
 

@@ -9,7 +9,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from dask_flyte_jupyter.cell import CellError, CellProgram, ModuleInput, analyse_cell
+from dask_flyte_jupyter.cell import (
+    CellError,
+    CellProgram,
+    ImportBinding,
+    ModuleInput,
+    analyse_cell,
+)
 
 INCREMENT = """\
 from distributed import Client
@@ -44,6 +50,7 @@ def test_increment_example() -> None:
         outputs=("client", "futures", "result"),
         last_expression=True,
         imports=("distributed",),
+        imported=(ImportBinding("Client", "distributed", "Client"),),
         annotations={},
     )
 

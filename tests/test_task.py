@@ -9,6 +9,7 @@ import typing
 
 import numpy as np
 import pandas as pd
+import pytest
 from flytekitplugins.dask.task import DaskTask
 
 from dask_flyte_jupyter.cell import analyse_cell
@@ -24,6 +25,19 @@ def build(body=BODY, spec=None, **namespace):
     return build_task(program, spec or ClusterSpec(), namespace)
 
 
+@pytest.fixture
+def cell_cluster():
+    """A small in-process cluster that ``Client()`` finds, as the backends arrange it."""
+    import dask
+    from distributed import LocalCluster
+
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        dask.config.set({"scheduler-address": cluster.scheduler_address}),
+    ):
+        yield cluster
+
+
 def test_task_is_a_real_dask_task_with_typed_interface():
     cell_task = build()
     assert isinstance(cell_task.task, DaskTask)
@@ -34,21 +48,24 @@ def test_task_is_a_real_dask_task_with_typed_interface():
         "total",
         "label",
         "flyte_dask_value",
-        "flyte_dask_dropped",
-        "flyte_dask_boxed",
+        "flyte_dask_report",
     ]
     assert cell_task.task.name == cell_task.name and cell_task.name.startswith("cell_")
 
 
-def test_task_runs_locally_without_a_cluster_when_it_uses_none():
+def test_task_runs_locally_on_the_cluster_it_is_given(cell_cluster):
+    from dask_flyte_jupyter.task import unpack_outputs
+
     cell_task = build()
     out = cell_task.task(values=[1, 2, 3], factor=2.5, name="x")
-    assert (out.total, out.label, out.flyte_dask_value, out.flyte_dask_dropped) == (
-        15.0,
-        "X",
-        15.0,
-        [],
-    )
+    assert (out.total, out.label, out.flyte_dask_value) == (15.0, "X", 15.0)
+    assert unpack_outputs(out._asdict()).dropped == {}
+
+
+def test_task_without_its_cluster_says_so():
+    cell_task = build()
+    with pytest.raises(RuntimeError, match="no dask cluster was started for this cell"):
+        cell_task.task(values=[1, 2, 3], factor=2.5, name="x")
 
 
 def test_input_types_are_flyte_native_where_possible():
@@ -85,7 +102,7 @@ def test_version_is_stable_across_processes():
     assert out.stdout.split() == [cell_task.name, cell_task.version]
 
 
-def test_cell_frames_keep_the_cell_line_numbers():
+def test_cell_frames_keep_the_cell_line_numbers(cell_cluster):
     cell_task = build("x = 1\ny = 2\nz = x / 0\n", x=0)
     try:
         cell_task.task()
@@ -106,14 +123,18 @@ def test_content_hash_is_by_content():
     assert content_hash(np.arange(3)) != content_hash(np.arange(4))
 
 
-def test_tuple_outputs_travel_boxed_and_come_back_as_tuples():
+def test_tuple_outputs_travel_boxed_and_come_back_as_tuples(cell_cluster):
+    import json
+
     from dask_flyte_jupyter.task import unpack_outputs
 
     cell_task = build("pair = (a, a + 1)\npair\n", a=1)
     out = cell_task.task(a=1)
-    assert out.flyte_dask_boxed == ["pair", "flyte_dask_value"]
-    kept, dropped = unpack_outputs(out._asdict())
-    assert kept == {"pair": (1, 2), "flyte_dask_value": (1, 2)} and dropped == []
+    assert json.loads(out.flyte_dask_report)["boxed"] == ["pair", "flyte_dask_value"]
+    assert out.pair == [(1, 2)]
+    unpacked = unpack_outputs(out._asdict())
+    assert unpacked.outputs == {"pair": (1, 2), "flyte_dask_value": (1, 2)}
+    assert unpacked.dropped == {}
 
 
 def test_inputs_are_content_hashed_only_for_cached_tasks():

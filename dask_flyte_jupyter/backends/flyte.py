@@ -827,7 +827,7 @@ def attach_execution(
     """``%flyte_dask_attach``: follows an execution started earlier (also by another kernel)
     and writes its outputs into the notebook; returns the value of the cell's last expression."""
     from ..display import progress_mode
-    from ..execute import follow_run, prepare_flytekit
+    from ..execute import Results, follow_run, prepare_flytekit
 
     shell = magics.shell
     prepare_flytekit(shell)
@@ -842,5 +842,6 @@ def attach_execution(
         backend._created = time.monotonic()
         return backend.follow(handle, timeout)
 
-    follow_run(shell, handle, run, mode, out_var, "<attached cell>", {})
+    results = Results(shell, magics, handle, out_var, remote=True)
+    follow_run(handle, run, mode, results, "<attached cell>", {})
     return handle.value

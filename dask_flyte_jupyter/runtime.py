@@ -1,0 +1,726 @@
+"""What runs inside the task, around the cell's own code: in the kernel for a local run, in the
+Flyte job runner for a remote one.
+
+``start(settings)`` opens a ``Session`` before the cell's first statement and ``Session.stop``
+closes it after the last, whatever happens:
+
+- the cell's cluster is the cell's dask: a client on it is the default scheduler, so
+  ``.compute()``, ``dask.compute``, ``get_client()`` and ``Client()`` all reach its workers;
+  ``Client(...)`` / ``LocalCluster(...)`` with arguments connect to it too, with a note naming
+  the flag that sets the shape. The notebook's own clients are left alone and are the default
+  again afterwards (the dask config is restored);
+- notebook clients and clusters the cell names are bound to the cell's own (``handle``);
+- inputs that hold dask state from an earlier cell (finished futures, persisted collections
+  brought back) are put on this cluster (``place``);
+- outputs are collected before the cluster stops (``collect``): futures come back as
+  ``DoneFuture``, persisted collections with their data, modules by name; clients and clusters
+  never. What the kernel needs to know about that travels as one JSON report.
+
+Self-contained on purpose: the standard library at module level, dask and distributed imported
+where used, nothing from this package. Remote runs ship this module by value inside the task's
+pickle (``cloudpickle.register_pickle_by_value``), so the image needs no dask_flyte_jupyter.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import sys
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+#: Name of the output carrying the report (JSON) of a run.
+REPORT_OUTPUT = "flyte_dask_report"
+#: At most this much of what a remote cell prints comes back to the notebook.
+STDOUT_LIMIT = 1 << 20
+# Containers searched for futures, to this depth (a list of dicts of futures is depth 2).
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+_MAX_DEPTH = 4
+# Client arguments that ask for a cluster shape, and the flag that sets it instead.
+_SHAPE_FLAGS = {
+    "n_workers": "--workers",
+    "threads_per_worker": "--worker-cpu",
+    "memory_limit": "--worker-mem",
+    "processes": "--workers",
+}
+
+
+def _size_text(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+def dask_kind(value: object) -> str | None:
+    """"client", "cluster" or "future" for live distributed objects, by class name only."""
+    for klass in type(value).__mro__:
+        name = f"{klass.__module__}.{klass.__qualname__}"
+        if name == "distributed.client.Client":
+            return "client"
+        if name == "distributed.deploy.cluster.Cluster":
+            return "cluster"
+        if name == "distributed.client.Future":
+            return "future"
+    if isinstance(value, CellCluster):
+        return "cluster"
+    return None
+
+
+class _Done:
+    """What ``CellCluster.close()`` returns: nothing to wait for, awaitable by a client too."""
+
+    def __await__(self) -> Iterator[None]:
+        return iter(())
+
+    def __repr__(self) -> str:
+        return ""
+
+
+class CellCluster:
+    """The cell's own cluster as the cell's code sees it: it was started for the cell with the
+    shape of its flags, and it ends with the cell.
+
+    A notebook cluster the cell names, and any ``LocalCluster(...)`` the cell creates, is this
+    object. What it cannot do (change its shape) is said in one sentence.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self.scheduler_address = session.address
+        self.dashboard_link = session.settings.get("dashboard") or None
+        self.name = "the cell's own cluster"
+        from distributed.core import Status
+
+        self.status = Status.running
+
+    @property
+    def workers(self) -> int:
+        return int(self._session.settings.get("workers", 1))
+
+    def scale(self, n: int | None = None, **kwargs: Any) -> None:
+        if n is not None and n != self.workers:
+            self._session.note(
+                f"cluster.scale({n}) ignored: this cell's cluster has {self.workers} workers "
+                f"for the whole cell; ask for them with --workers {n}"
+            )
+
+    def adapt(self, *args: Any, **kwargs: Any) -> None:
+        self._session.note(
+            "cluster.adapt(...) ignored: this cell's cluster has the fixed shape of its flags"
+        )
+
+    def wait_for_workers(self, n_workers: int, timeout: float | None = None) -> None:
+        if n_workers > self.workers:
+            raise ValueError(
+                f"this cell's cluster has {self.workers} workers, so waiting for {n_workers} "
+                f"would never end: ask for them with --workers {n_workers}"
+            )
+        self._session.client.sync(
+            self._session.client._wait_for_workers, n_workers, timeout=timeout
+        )
+
+    def get_client(self) -> Any:
+        return self._session.client
+
+    def close(self, *args: Any, **kwargs: Any) -> _Done:
+        return _Done()  # it closes when the cell ends
+
+    def __await__(self) -> Iterator[None]:
+        # `await LocalCluster(asynchronous=True)` in the cell gives this cluster.
+        if False:  # pragma: no cover - makes this a generator
+            yield
+        return self  # type: ignore[misc]
+
+    def __enter__(self) -> CellCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    async def __aenter__(self) -> CellCluster:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"<CellCluster: {self.workers} workers, scheduler {self.scheduler_address}>"
+
+    def _repr_html_(self) -> str:
+        return f"<p>{self!r}</p>".replace("<C", "&lt;C").replace(">", "&gt;", 1)
+
+
+class DoneFuture:
+    """A future of a ``%%flyte_dask`` cell, brought back when the cell's cluster ended: finished,
+    holding its value, or the error that failed or cancelled it.
+
+    A later ``%%flyte_dask`` cell that uses it gets a real future on its own cluster.
+    """
+
+    def __init__(
+        self,
+        key: Any,
+        status: str,
+        value: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        self.key = key
+        self.status = status  # "finished", "error" or "cancelled"
+        self._value = value
+        self._exception = exception
+
+    @property
+    def type(self) -> type | None:
+        return type(self._value) if self.status == "finished" else None
+
+    def done(self) -> bool:
+        return True
+
+    def cancelled(self) -> bool:
+        return self.status == "cancelled"
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self._exception is not None:
+            raise self._exception
+        return self._value
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return self._exception
+
+    def traceback(self, timeout: float | None = None) -> None:
+        return None
+
+    def add_done_callback(self, fn: Callable[[DoneFuture], Any]) -> None:
+        fn(self)
+
+    def release(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        kind = f", type: {type(self._value).__name__}" if self.status == "finished" else ""
+        return f"<DoneFuture: {self.status}{kind}, key: {self.key}>"
+
+
+def _raise(error: BaseException) -> None:
+    raise error
+
+
+class _Tee(io.TextIOBase):
+    """The task's stdout while a remote cell runs: written through and kept (bounded), so the
+    notebook can show what the cell printed."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.kept: list[str] = []
+        self.size = 0
+
+    def write(self, text: str) -> int:
+        if self.size < STDOUT_LIMIT:
+            self.kept.append(text[: STDOUT_LIMIT - self.size])
+            self.size += len(text)
+        return int(self.stream.write(text))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+class Session:
+    """The cell's dask while its code runs; ``settings`` are the kernel's, fixed at build time."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
+        self.notes: list[str] = []
+        self.address = ""
+        self.client: Any = None
+        self.cluster: CellCluster | None = None
+        self._undo: list[Callable[[], None]] = []
+        self._tee: _Tee | None = None
+        self._figures: set[int] = set()
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    # ---- start and stop ------------------------------------------------------------------
+
+    def start(self) -> Session:
+        import os
+
+        import dask
+        from distributed import Client
+
+        self.address = str(
+            dask.config.get("scheduler-address", None)
+            or os.environ.get("DASK_SCHEDULER_ADDRESS", "")
+        )
+        if not self.address:
+            raise RuntimeError("no dask cluster was started for this cell")
+        saved = _config_copy(dask.config.config)
+        self._undo.append(lambda: _config_restore(dask.config.config, saved))
+        self.cluster = CellCluster(self)
+        self.client = Client(self.cluster, set_as_default=True)
+        self._undo.append(self._close_clients)
+        self._redirect_clusters()
+        if self.settings.get("remote"):
+            self._tee = _Tee(sys.stdout)
+            sys.stdout = self._tee  # type: ignore[assignment]
+            self._undo.append(self._untee)
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:
+            self._figures = set(pyplot.get_fignums())
+        return self
+
+    def stop(self) -> None:
+        while self._undo:
+            undo = self._undo.pop()
+            try:
+                undo()
+            except Exception:  # the rest of the cleanup must still run
+                pass
+
+    def _untee(self) -> None:
+        if sys.stdout is self._tee and self._tee is not None:
+            sys.stdout = self._tee.stream
+
+    def _close_clients(self) -> None:
+        from distributed.client import _global_clients
+
+        for client in list(_global_clients.values()):
+            scheduler = getattr(client, "scheduler", None)
+            if getattr(scheduler, "address", None) == self.address or client is self.client:
+                client.close()
+        self.client.close()
+
+    def _redirect_clusters(self) -> None:
+        """While the cell runs, every new client and ``LocalCluster`` is the cell's own."""
+        from distributed.client import Client
+
+        session = self
+        original_init = Client.__init__
+
+        def client_init(client: Any, address: Any = None, *args: Any, **kwargs: Any) -> None:
+            address, kwargs = session._client_arguments(address, args, kwargs)
+            original_init(client, address, **kwargs)
+
+        Client.__init__ = client_init  # type: ignore[method-assign]
+        self._undo.append(lambda: setattr(Client, "__init__", original_init))
+        # The class itself stays: only the names the cell imports it by are replaced.
+        for module_name in _CLUSTER_MODULES:
+            module = sys.modules.get(module_name)
+            real = getattr(module, "LocalCluster", None)
+            if isinstance(real, type):
+                setattr(module, "LocalCluster", self.cluster_class(real))
+                self._undo.append(lambda m=module, r=real: setattr(m, "LocalCluster", r))
+
+    def cluster_class(self, real: type) -> Any:
+        """A stand-in for a cluster class: making one gives the cell's own cluster, with a note
+        saying where the shape comes from."""
+        session = self
+
+        def make(*args: Any, **kwargs: Any) -> CellCluster:
+            shown = ", ".join([*(repr(a) for a in args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+            flags = _flags_for(kwargs)
+            session.note(
+                f"{real.__name__}({shown}) in the cell is this cell's own cluster"
+                + (f"; its shape comes from the flags ({flags})" if flags else "")
+            )
+            assert session.cluster is not None
+            return session.cluster
+
+        make.__name__ = make.__qualname__ = real.__name__
+        return make
+
+    def _client_arguments(
+        self, address: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        """``Client(...)`` arguments that connect to this cell's cluster, with a note for what
+        was asked instead."""
+        if args:  # loop, timeout, ... by position: keep them by name
+            names = ("loop", "timeout", "set_as_default", "scheduler_file", "security")
+            kwargs = {**dict(zip(names, args, strict=False)), **kwargs}
+        asked = {k: kwargs.pop(k) for k in list(kwargs) if k in _SHAPE_FLAGS}
+        extra = {
+            k: kwargs.pop(k)
+            for k in list(kwargs)
+            if k not in _CLIENT_KEEPS and not k.startswith("_")
+        }
+        if kwargs.pop("scheduler_file", None):
+            self.note("Client(scheduler_file=...) in the cell connects to this cell's cluster")
+        if asked or extra:
+            shown = ", ".join(f"{k}={v!r}" for k, v in {**asked, **extra}.items())
+            flags = _flags_for(asked)
+            self.note(
+                f"Client({shown}) in the cell connects to this cell's own cluster"
+                + (f"; its shape comes from the flags ({flags})" if flags else "")
+            )
+        if isinstance(address, str) and address and address != self.address:
+            self.note(f"Client({address!r}) in the cell connects to this cell's own cluster")
+        if address is None or isinstance(address, str) or dask_kind(address) == "cluster":
+            address = self.cluster
+        return address, kwargs
+
+    # ---- the cell's names ----------------------------------------------------------------
+
+    def handle(self, name: str, kind: str) -> Any:
+        """What a notebook client or cluster named ``name`` means inside the cell: its own."""
+        return self.client if kind == "client" else self.cluster
+
+    def place(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Inputs with the dask state of earlier cells put on this cluster: ``DoneFuture`` as
+        real futures (same keys), persisted collections brought back as persisted again."""
+        values = tuple(
+            self.cluster_class(v) if _is_cluster_class(v) else v for v in values
+        )
+        found: dict[Any, DoneFuture] = {}
+        collections: dict[int, tuple[Any, dict[Any, Any]]] = {}
+        for value in values:
+            _find_placeable(value, found, collections, 0)
+        if not found and not collections:
+            return values
+        client = self.client
+        futures: dict[Any, Any] = {}
+        finished = {k: f._value for k, f in found.items() if f.status == "finished"}
+        for value_data in (data for _, data in collections.values()):
+            finished.update(value_data)
+        if finished:
+            futures.update(client.scatter(finished, broadcast=False, hash=False))
+        for key, done in found.items():
+            if done.status == "finished":
+                continue
+            future = client.submit(_raise, done._exception, key=key, pure=False)
+            if done.status == "cancelled":
+                future.cancel()
+            futures[key] = future
+        placed = {
+            ident: _rebuild(collection, {k: futures[k] for k in data})
+            for ident, (collection, data) in collections.items()
+        }
+        return tuple(_replace(value, futures, placed, 0) for value in values)
+
+    # ---- outputs -------------------------------------------------------------------------
+
+    def collect(
+        self,
+        scope: dict[str, Any],
+        module_scope: dict[str, Any],
+        outputs_type: Any,
+        extra: Callable[[], dict[str, Any]] | None = None,
+    ) -> Any:
+        """The cell's outputs, materialized while its cluster still runs, and the report."""
+        values: dict[str, Any] = {}
+        report: dict[str, Any] = {
+            "dropped": {},
+            "boxed": [],
+            "modules": {},
+            "imports": [],
+            "materialized": [],
+        }
+        for name in self.settings.get("imports", []):
+            if name in scope or name in module_scope:
+                report["imports"].append(name)
+        for name in self.settings["outputs"]:
+            if name in scope:
+                value = scope[name]
+            elif name in module_scope:
+                value = module_scope[name]
+            else:
+                report["dropped"][name] = "unbound"
+                values[name] = None
+                continue
+            kind = dask_kind(value)
+            if kind in ("client", "cluster"):
+                report["dropped"][name] = kind
+                values[name] = None
+            elif isinstance(value, types.ModuleType):
+                report["modules"][name] = value.__name__
+                values[name] = None
+            else:
+                values[name] = value
+        values = self._materialize(values, report)
+        for name, value in values.items():
+            if isinstance(value, tuple) and name not in report["dropped"]:
+                report["boxed"].append(name)  # flytekit refuses tuple output values
+                values[name] = [value]
+        report["notes"] = list(self.notes)
+        report["figures"] = self._figures_png()
+        if self._tee is not None:
+            report["stdout"] = "".join(self._tee.kept)
+        more = extra() if extra is not None else {}  # remote: the cluster's versions
+        return outputs_type(**values, **{REPORT_OUTPUT: json.dumps(report)}, **more)
+
+    def _materialize(self, values: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+        """Futures and persisted collections among the outputs, with their data in the kernel."""
+        futures: dict[Any, Any] = {}
+        collections: dict[int, Any] = {}
+        per_name: dict[str, tuple[int, int]] = {}
+        for name, value in values.items():
+            before_f, before_c = len(futures), len(collections)
+            _find_futures(value, futures, collections, 0)
+            per_name[name] = (len(futures) - before_f, len(collections) - before_c)
+        if not futures:
+            return values
+        from distributed import wait
+
+        # Futures of a client the cell closed are gone with it, as in a plain notebook.
+        alive = [f for f in futures.values() if getattr(f.client, "status", "") == "running"]
+        wait(alive)
+        finished = [k for k, f in futures.items() if f in alive and f.status == "finished"]
+        sizes = self.client.nbytes(finished, summary=False) if finished else {}
+        total = sum(int(v) for v in sizes.values())
+        limit = int(self.settings.get("limit") or 0)
+        names = [n for n, counts in per_name.items() if any(counts)]
+        if limit and total > limit:
+            raise MemoryError(
+                f"{', '.join(names)} hold {_size_text(total)} of dask data on the cell's cluster,"
+                f" more than the notebook kernel can take back ({_size_text(limit)}, half its "
+                "memory): reduce it in the cell (compute a smaller result, or write it to "
+                "storage, e.g. to_parquet), or del these names before the cell ends"
+            )
+        gathered: dict[Any, Any] = {}
+        by_client: dict[int, list[Any]] = {}
+        for key in finished:
+            by_client.setdefault(id(futures[key].client), []).append(futures[key])
+        for group in by_client.values():  # a client gathers only its own futures
+            results = group[0].client.gather(group)
+            gathered.update((f.key, v) for f, v in zip(group, results, strict=True))
+        done: dict[Any, DoneFuture] = {}
+        for key, future in futures.items():
+            if key in gathered:
+                done[key] = DoneFuture(key, "finished", gathered[key])
+            else:
+                status = "cancelled" if future.status == "cancelled" else "error"
+                done[key] = DoneFuture(key, status, exception=_exception_of(future))
+        rebuilt = {
+            ident: _rebuild(collection, {k: _data_node(k, done[k]) for k in _future_keys(collection)}, full=True)
+            for ident, collection in collections.items()
+        }
+        for name in names:
+            n_futures, n_collections = per_name[name]
+            what = []
+            if n_collections:
+                what.append("persisted collection" if n_collections == 1 else f"{n_collections} persisted collections")
+            if n_futures and not n_collections:
+                what.append("future" if n_futures == 1 else f"{n_futures} futures")
+            report["materialized"].append(f"{name} ({', '.join(what)})")
+        if names:
+            report["materialized_bytes"] = total
+        return {name: _replace(value, done, rebuilt, 0) for name, value in values.items()}
+
+    def _figures_png(self) -> list[str]:
+        """Figures the cell drew and did not show, as PNG (base64), closed here so that a figure
+        is shown once, locally as remotely."""
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is None:
+            return []
+        shown = []
+        for number in pyplot.get_fignums():
+            if number in self._figures:
+                continue
+            figure = pyplot.figure(number)
+            buffer = io.BytesIO()
+            try:
+                figure.savefig(buffer, format="png", bbox_inches="tight")
+                shown.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
+            except Exception:
+                pass
+            pyplot.close(figure)
+        return shown
+
+
+#: Where cells import ``LocalCluster`` from.
+_CLUSTER_MODULES = (
+    "distributed",
+    "distributed.deploy",
+    "distributed.deploy.local",
+    "dask.distributed",
+)
+_CLIENT_KEEPS = frozenset(
+    {
+        "timeout",
+        "set_as_default",
+        "asynchronous",
+        "name",
+        "heartbeat_interval",
+        "serializers",
+        "deserializers",
+        "extensions",
+        "direct_to_workers",
+        "connection_limit",
+        "security",
+        "loop",
+        "scheduler_file",
+    }
+)
+
+
+def _flags_for(asked: dict[str, Any]) -> str:
+    """``--workers 4`` for ``n_workers=4``: the flag that asks for what the arguments asked."""
+    parts = []
+    if isinstance(asked.get("n_workers"), int):
+        parts.append(f"--workers {asked['n_workers']}")
+    if isinstance(asked.get("threads_per_worker"), int):
+        parts.append(f"--worker-cpu {asked['threads_per_worker']}")
+    if isinstance(asked.get("memory_limit"), str):
+        parts.append(f"--worker-mem {asked['memory_limit']}")
+    if not parts and asked:
+        parts = sorted({_SHAPE_FLAGS[k] for k in asked if k in _SHAPE_FLAGS})
+    return ", ".join(parts)
+
+
+def _config_copy(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: _config_copy(v) if isinstance(v, dict) else v for k, v in config.items()}
+
+
+def _config_restore(config: dict[str, Any], saved: dict[str, Any]) -> None:
+    """Puts dask's config back in place (the same dict object: dask holds it)."""
+    config.clear()
+    config.update(saved)
+
+
+def _exception_of(future: Any) -> BaseException:
+    try:
+        error = future.exception(timeout=5)
+    except BaseException as cancelled:  # a cancelled future raises instead
+        return cancelled
+    return error if isinstance(error, BaseException) else RuntimeError(str(error))
+
+
+# ---- walking values for dask state ---------------------------------------------------------
+
+
+def _is_cluster_class(value: object) -> bool:
+    """``LocalCluster`` (or another cluster class) imported by the notebook and used here."""
+    return isinstance(value, type) and any(
+        f"{k.__module__}.{k.__qualname__}" == "distributed.deploy.cluster.Cluster"
+        for k in value.__mro__
+    )
+
+
+def _is_collection(value: object) -> bool:
+    return hasattr(type(value), "__dask_graph__") and not isinstance(value, type)
+
+
+def _future_keys(collection: Any) -> list[Any]:
+    from distributed import futures_of
+
+    return [f.key for f in futures_of(collection)]
+
+
+def _find_futures(
+    value: Any, futures: dict[Any, Any], collections: dict[int, Any], depth: int
+) -> None:
+    kind = dask_kind(value)
+    if kind == "future":
+        futures.setdefault(value.key, value)
+    elif isinstance(value, _CONTAINERS) and depth < _MAX_DEPTH:
+        items = value.values() if isinstance(value, dict) else value
+        for item in items:
+            if isinstance(item, (*_CONTAINERS, DoneFuture)) or not isinstance(
+                item, (int, float, str, bytes, bool, type(None))
+            ):
+                _find_futures(item, futures, collections, depth + 1)
+    elif _is_collection(value):
+        from distributed import futures_of
+
+        held = futures_of(value)
+        if held:
+            collections[id(value)] = value
+            for future in held:
+                futures.setdefault(future.key, future)
+
+
+def _find_placeable(
+    value: Any,
+    found: dict[Any, DoneFuture],
+    collections: dict[int, tuple[Any, dict[Any, Any]]],
+    depth: int,
+) -> None:
+    if isinstance(value, DoneFuture):
+        found.setdefault(value.key, value)
+    elif isinstance(value, _CONTAINERS) and depth < _MAX_DEPTH:
+        items = value.values() if isinstance(value, dict) else value
+        for item in items:
+            if not isinstance(item, (int, float, str, bytes, bool, type(None))):
+                _find_placeable(item, found, collections, depth + 1)
+    elif _is_collection(value):
+        data = _brought_back_data(value)
+        if data:
+            collections[id(value)] = (value, data)
+
+
+def _brought_back_data(collection: Any) -> dict[Any, Any]:
+    """key -> value for a collection that a cell persisted and brought back (its output keys
+    hold data), else {}: lazy collections are left as they are."""
+    from dask._task_spec import Alias, DataNode
+    from dask.base import flatten
+
+    expr = getattr(collection, "expr", None)
+    if expr is not None:  # dask.dataframe: only a graph brought back (FromGraph) holds data
+        if type(expr).__name__ != "FromGraph":
+            return {}
+        graph = dict(expr.operand("layer"))
+        keys = list(expr.operand("keys"))
+    else:
+        graph_object = collection.__dask_graph__()
+        layers = getattr(graph_object, "layers", None)
+        if layers is not None:
+            if len(layers) != 1:
+                return {}
+            (layer,) = layers.values()
+            if type(layer).__name__ != "MaterializedLayer":
+                return {}
+            graph = dict(layer.mapping)
+        else:
+            graph = dict(graph_object)
+        keys = list(flatten(collection.__dask_keys__()))
+    data = {}
+    for key in keys:
+        node = graph.get(key)
+        seen = 0
+        while isinstance(node, Alias) and seen < 10:
+            key, node, seen = node.target, graph.get(node.target), seen + 1
+        if not isinstance(node, DataNode):
+            return {}
+        data[key] = node.value
+    return data
+
+
+def _data_node(key: Any, done: DoneFuture) -> Any:
+    from dask._task_spec import DataNode
+
+    return DataNode(key, done.result())
+
+
+def _rebuild(collection: Any, replaced: dict[Any, Any], full: bool = False) -> Any:
+    """The collection of the same type with some of its graph's entries replaced. ``full``
+    keeps the rest of the graph (a lazy collection built on persisted data)."""
+    graph = {**dict(collection.__dask_graph__()), **replaced} if full else replaced
+    rebuild, args = collection.__dask_postpersist__()
+    return rebuild(graph, *args)
+
+
+def _replace(value: Any, futures: dict[Any, Any], collections: dict[int, Any], depth: int) -> Any:
+    """``value`` with futures (by key) and collections (by id) replaced."""
+    if dask_kind(value) == "future" or isinstance(value, DoneFuture):
+        return futures.get(value.key, value)
+    if id(value) in collections:
+        return collections[id(value)]
+    if isinstance(value, _CONTAINERS) and depth < _MAX_DEPTH:
+        if isinstance(value, dict):
+            return {k: _replace(v, futures, collections, depth + 1) for k, v in value.items()}
+        items = [_replace(v, futures, collections, depth + 1) for v in value]
+        if all(new is old for new, old in zip(items, value, strict=True)):
+            return value
+        if type(value) in (list, tuple, set, frozenset):
+            return type(value)(items)
+        return value
+    return value
+
+
+def start(settings: dict[str, Any]) -> Session:
+    """Opens the session of one run of the cell (called by the task's first statement)."""
+    return Session(settings).start()
