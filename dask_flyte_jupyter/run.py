@@ -16,6 +16,16 @@ FINAL = ("succeeded", "cached", "failed", "interrupted")
 
 
 @dataclass(frozen=True)
+class WorkerRestart:
+    """A worker that went over its memory limit and was restarted by its nanny."""
+
+    worker: str  # its address
+    memory: int  # bytes it used when it was stopped
+    memory_limit: int | None  # bytes it was allowed
+    tasks: tuple[str, ...] = ()  # keys of the tasks it was running
+
+
+@dataclass(frozen=True)
 class TaskCounts:
     """Dask tasks of a run: all submitted, finished, and how many are in each state now."""
 
@@ -25,9 +35,11 @@ class TaskCounts:
     waiting: int = 0
     processing: int = 0
     memory: int = 0
+    #: Workers the nanny restarted because they went over their memory limit, oldest first.
+    restarts: tuple[WorkerRestart, ...] = ()
 
 
-@dataclass
+@dataclass(eq=False)  # a handle is itself; comparing outputs could compute or raise
 class RunHandle:
     """Status, timings, outputs and links of one run (``--out VAR`` stores it)."""
 
@@ -41,9 +53,10 @@ class RunHandle:
     shape: LocalShape | None = None
     notes: list[str] = field(default_factory=list)
     dashboard_link: str | None = None
-    outputs: dict[str, Any] = field(default_factory=dict)
+    # The outputs and the value are the user's objects: their reprs may compute or raise.
+    outputs: dict[str, Any] = field(default_factory=dict, repr=False)
     dropped: list[str] = field(default_factory=list)
-    value: Any = None
+    value: Any = field(default=None, repr=False)
     error: BaseException | None = None
     failed_phase: str | None = None
     current_phase: str | None = None
@@ -152,7 +165,7 @@ class RunHandle:
             "requested": self.spec.to_options(),
             "used": _shape_text(self.shape) if self.shape is not None else None,
             "cache_hit": self.cache_hit,
-            "outputs": {k: type(v).__name__ for k, v in self.outputs.items()},
+            "outputs": {k: _type_name(v) for k, v in self.outputs.items()},
             "tasks": {
                 "total": self.tasks.total,
                 "done": self.tasks.done,
@@ -161,7 +174,7 @@ class RunHandle:
             "dashboard": self.dashboard_link,
             "links": dict(self.links),
             "remote_status": self.remote_status or None,
-            "error": f"{type(self.error).__name__}: {self.error}" if self.error else None,
+            "error": _error_text(self.error) if self.error is not None else None,
         }
 
     # ---- rendering -------------------------------------------------------------------------
@@ -178,6 +191,15 @@ class RunHandle:
         if tasks.total:
             erred = f", {tasks.erred} erred" if tasks.erred else ""
             rows.append(("tasks", f"{tasks.done} of {tasks.total} done{erred}"))
+        if tasks.restarts:
+            count = len(tasks.restarts)
+            rows.append(
+                (
+                    "restarts",
+                    f"{count} worker{'s' if count > 1 else ''} restarted for going over "
+                    "the memory limit (--worker-mem)",
+                )
+            )
         rows.append(("cache", "hit" if self.cache_hit else ("miss" if self.spec.cache else "off")))
         if self.phases:
             rows.append(("time", ", ".join(f"{k} {v:.2f}s" for k, v in self.phases.items())))
@@ -232,32 +254,137 @@ def requested_text(spec: ClusterSpec) -> str:
     return " ".join([f"{count} worker{'' if count == 1 else 's'}", *flags])
 
 
-def describe_value(name: str, value: Any) -> str:
-    """``name: type (size)`` for the summary: shape for frames and arrays, length for sized."""
-    kind = type(value).__name__
-    shape = getattr(value, "shape", None)
-    # Lazy collections (dask) have shapes of unknown size: show only concrete ones.
-    if isinstance(shape, tuple) and all(isinstance(n, int) for n in shape):
-        size = " x ".join(str(n) for n in shape)
-        nbytes = _memory_size(value)
-        return f"{name}: {kind} ({size}{', ' + nbytes if nbytes else ''})"
+def _type_name(value: Any) -> str:
     try:
-        return f"{name}: {kind} (len {len(value)})"
-    except TypeError:
-        return f"{name}: {kind}"
+        return str(type(value).__name__)
+    except Exception:  # a metaclass may do anything
+        return "object"
+
+
+def _error_text(error: BaseException) -> str:
+    """``Type: message``; just the type when the message cannot be made."""
+    try:
+        return f"{_type_name(error)}: {error}"
+    except Exception:
+        return _type_name(error)
+
+
+#: Builtin types whose length is shown; their own ``__len__`` is called, never an override.
+_SIZED: tuple[type, ...] = (list, tuple, dict, set, frozenset, str, bytes, bytearray)
+
+
+def describe_value(name: str, value: Any) -> str:
+    """``name: type (size)`` for the summary, from metadata only: it never runs the user's
+    computation and never raises. Shape and memory for pandas and numpy objects, length for
+    builtin containers, partitions / chunks for dask collections, else just the type."""
+    try:
+        kind, detail = _describe(value)
+    except Exception:
+        kind, detail = _type_name(value), ""
+        if _is_dask_collection(value):
+            kind = f"dask {kind}"
+    return f"{name}: {kind} ({detail})" if detail else f"{name}: {kind}"
+
+
+def _is_dask_collection(value: Any) -> bool:
+    """A collection of dask itself (not of a library built on it), checked without importing
+    dask: its type has ``__dask_graph__`` and comes from a ``dask`` module."""
+    try:
+        cls = type(value)
+        return callable(getattr(cls, "__dask_graph__", None)) and str(
+            cls.__module__
+        ).startswith("dask.")
+    except Exception:
+        return False
+
+
+def _describe(value: Any) -> tuple[str, str]:
+    """(kind, detail) of a value; may raise (the caller then shows the type only)."""
+    kind = _type_name(value)
+    cls = type(value)
+    if callable(getattr(cls, "__dask_graph__", None)):  # a dask collection, lazy or persisted
+        return (_describe_dask(value, kind) if _is_dask_collection(value) else (kind, ""))
+    for sized in _SIZED:
+        if isinstance(value, sized):
+            return kind, f"len {sized.__len__(value)}"  # type: ignore[attr-defined]
+    if str(cls.__module__).partition(".")[0] in ("pandas", "numpy"):
+        shape = value.shape
+        if isinstance(shape, tuple) and shape and all(isinstance(n, int) for n in shape):
+            size = " x ".join(str(n) for n in shape)
+            nbytes = _memory_size(value)
+            return kind, f"{size}, {nbytes}" if nbytes else size
+    return kind, ""
+
+
+class _WouldCompute(Exception):
+    """Raised by the scheduler that is in place while a dask collection is described."""
+
+
+def _refuse_to_compute(*args: Any, **kwargs: Any) -> Any:
+    raise _WouldCompute("describing an output must not compute it")
+
+
+def _describe_dask(value: Any, kind: str) -> tuple[str, str]:
+    """A dask collection from its metadata: DataFrame / Series partitions (and columns), Array
+    shape, chunks, dtype and size, Bag partitions; anything else (Delayed) just its type.
+    Collections of other libraries built on dask (xarray, ...) show their type only.
+
+    Some metadata is computed on first use (the divisions of a lazy ``set_index``, say); while
+    it is read, dask's scheduler is one that refuses to run anything, and what it would have had
+    to compute is shown as unknown.
+    """
+    import dask  # a dask collection exists, so dask is imported already
+
+    parts: list[str] = []
+    with dask.config.set(scheduler=_refuse_to_compute):
+        if kind == "Array":
+            shape = " x ".join(_dimension(n) for n in value.shape)
+            blocks = 1
+            for count in value.numblocks:
+                blocks *= int(count)
+            parts += [shape or "scalar", _plural(blocks, "chunk"), str(value.dtype)]
+            nbytes = value.nbytes
+            if isinstance(nbytes, int) or (isinstance(nbytes, float) and nbytes == nbytes):
+                parts.append(_bytes_text(int(nbytes)))
+        elif kind in ("DataFrame", "Series", "Index"):
+            try:
+                count, known = int(value.npartitions), bool(value.known_divisions)
+                parts.append(_plural(count, "partition"))
+                parts.append("divisions known" if known else "divisions unknown")
+            except _WouldCompute:
+                parts.append("partitions known once computed")
+            if kind == "DataFrame":
+                parts.append(_plural(len(value.columns), "column"))
+        elif kind == "Bag":
+            parts.append(_plural(int(value.npartitions), "partition"))
+    return f"dask {kind}", ", ".join(parts)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _dimension(n: Any) -> str:
+    return str(int(n)) if isinstance(n, int) or (isinstance(n, float) and n == n) else "nan"
 
 
 def _memory_size(value: Any) -> str:
-    """Memory a frame or an array takes, e.g. "12.3 KiB"; "" when unknown."""
+    """Memory a pandas or numpy object takes, e.g. "12.3 KiB"; "" when unknown."""
     try:
         if hasattr(value, "memory_usage"):
-            size = int(value.memory_usage(deep=True).sum())
+            usage = value.memory_usage(deep=True)  # per column for frames, a number otherwise
+            size = int(usage.sum()) if hasattr(usage, "sum") else int(usage)
         else:
             size = int(value.nbytes)
-    except (AttributeError, TypeError, ValueError):
+    except Exception:
         return ""
+    return _bytes_text(size)
+
+
+def _bytes_text(size: int) -> str:
+    amount = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024  # type: ignore[assignment]
+        if amount < 1024 or unit == "GiB":
+            return f"{size} B" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
     return ""

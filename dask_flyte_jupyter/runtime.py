@@ -348,7 +348,8 @@ class Session:
             for k in list(kwargs)
             if k not in _CLIENT_KEEPS and not k.startswith("_")
         }
-        if kwargs.pop("scheduler_file", None):
+        if kwargs.get("scheduler_file"):
+            kwargs.pop("scheduler_file")
             self.note("Client(scheduler_file=...) in the cell connects to this cell's cluster")
         if asked or extra:
             shown = ", ".join(f"{k}={v!r}" for k, v in {**asked, **extra}.items())
@@ -466,10 +467,12 @@ class Session:
         from distributed import wait
 
         # Futures of a client the cell closed are gone with it, as in a plain notebook.
-        alive = [f for f in futures.values() if getattr(f.client, "status", "") == "running"]
-        wait(alive)
-        finished = [k for k, f in futures.items() if f in alive and f.status == "finished"]
-        sizes = self.client.nbytes(finished, summary=False) if finished else {}
+        alive = {
+            k: f for k, f in futures.items() if getattr(f.client, "status", "") == "running"
+        }
+        wait(list(alive.values()))
+        finished = [k for k, f in alive.items() if f.status == "finished"]
+        sizes = self._live_client().nbytes(finished, summary=False) if finished else {}
         total = sum(int(v) for v in sizes.values())
         limit = int(self.settings.get("limit") or 0)
         names = [n for n, counts in per_name.items() if any(counts)]
@@ -509,6 +512,14 @@ class Session:
         if names:
             report["materialized_bytes"] = total
         return {name: _replace(value, done, rebuilt, 0) for name, value in values.items()}
+
+    def _live_client(self) -> Any:
+        """The session's client, or a new one if the cell closed it."""
+        if self.client.status != "running":
+            from distributed import Client
+
+            self.client = Client(self.cluster, set_as_default=False)
+        return self.client
 
     def _figures_png(self) -> list[str]:
         """Figures the cell drew and did not show, as PNG (base64), closed here so that a figure

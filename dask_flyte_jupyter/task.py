@@ -34,6 +34,8 @@ REPORT_OUTPUT = runtime.REPORT_OUTPUT
 META_OUTPUTS = (REPORT_OUTPUT,)
 #: Output with the versions of job runner, scheduler and workers (remote builds only, JSON).
 VERSIONS_OUTPUT = "flyte_dask_versions"
+#: Environment override of how many bytes of dask data a cell may bring back.
+LIMIT_VARIABLE = "FLYTE_DASK_BRING_BACK_LIMIT"
 #: Prefix of the parameter of an input the cell declares ``global`` (a parameter cannot be).
 GLOBAL_PARAM = "flyte_dask_global_"
 RESERVED_NAMES = (
@@ -312,15 +314,18 @@ def run_settings(
     program: CellProgram, spec: ClusterSpec, output_names: tuple[str, ...], *, remote: bool
 ) -> dict[str, Any]:
     """What the session needs to know at run time, fixed when the task is built."""
+    import os
+
     import psutil
 
+    # Dask data a cell may bring back: half of this kernel's machine, unless set.
+    limit = os.environ.get(LIMIT_VARIABLE, "").strip()
     return {
         "outputs": list(output_names),
         "imports": [binding.name for binding in program.imported],
         "workers": spec.workers.count,
         "remote": remote,
-        # Dask data a cell may bring back: half of what this kernel's machine has.
-        "limit": psutil.virtual_memory().total // 2,
+        "limit": int(limit) if limit.isdigit() else psutil.virtual_memory().total // 2,
     }
 
 

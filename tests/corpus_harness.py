@@ -161,8 +161,12 @@ class KernelProbe:
             if isinstance(scheduler, Scheduler) and id(scheduler) not in self.clusters:
                 counter = ProcessingCounter()
                 name = f"{ProcessingCounter.name}-{id(self)}"
+
+                async def add(scheduler: Any = scheduler, counter: Any = counter) -> None:
+                    scheduler.add_plugin(counter, name=name)
+
                 # In the scheduler's own thread: it may be iterating over its plugins.
-                cluster.sync(scheduler.add_plugin, counter, name=name)
+                cluster.sync(add)
                 self.clusters[id(scheduler)] = counter
 
     def _cluster_tasks(self) -> int:
@@ -258,7 +262,12 @@ def execute(path: Path, magic: bool, cwd: Path, timeout: int = 180) -> Execution
         record_timing=True,
         resources={"metadata": {"path": str(cwd)}},
     ).execute()
-    records = _report(notebook.cells[-1], path, magic)
+    run = "magic" if magic else "plain"
+    for cell in notebook.cells:
+        errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
+        if cell.metadata.get(HARNESS_KEY) and errors:
+            raise AssertionError(f"{path.name} ({run} run): harness cell failed: {errors}")
+    records = _report(notebook.cells[-1], path, run)
     return Execution(
         path=path,
         magic=magic,
@@ -267,11 +276,10 @@ def execute(path: Path, magic: bool, cwd: Path, timeout: int = 180) -> Execution
     )
 
 
-def _report(cell: Any, path: Path, magic: bool) -> list[dict[str, Any]]:
+def _report(cell: Any, path: Path, run: str) -> list[dict[str, Any]]:
     for line in stream_text(cell, "stdout").splitlines():
         if line.startswith(REPORT_MARKER):
             return json.loads(line[len(REPORT_MARKER) :])  # type: ignore[no-any-return]
-    run = "magic" if magic else "plain"
     raise AssertionError(f"{path.name} ({run} run): the probe printed no report: {cell.outputs}")
 
 

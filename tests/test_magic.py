@@ -16,8 +16,11 @@ def test_increment_example_runs_on_exactly_four_workers(shell):
     assert shell.user_ns["result"] == [i + 1 for i in range(25)]
     assert shell.user_ns["workers_seen"] == 4
     assert value == sum(i + 1 for i in range(25))
-    # a Client cannot outlive its cluster, so it is not written back
-    assert "client" not in shell.user_ns and "futures" not in shell.user_ns
+    # a Client cannot outlive its cluster, so it is not written back; futures come back done
+    assert "client" not in shell.user_ns
+    futures = shell.user_ns["futures"]
+    assert [f.result() for f in futures] == shell.user_ns["result"]
+    assert all(f.done() and f.status == "finished" for f in futures)
     run = magics(shell).runs[-1]
     assert run.status == "succeeded"
     assert run.dashboard_link and run.dashboard_link.startswith("http://127.0.0.1:")

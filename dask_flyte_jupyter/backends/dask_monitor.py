@@ -1,8 +1,15 @@
 """What happens on a dedicated dask cluster, seen from its scheduler.
 
 ``TaskMonitor`` counts the tasks of every computation the cell submits, by state, straight from the
-scheduler's transitions (users need not hand us their futures). ``ForwardOutput`` sends what dask
-tasks print or warn on the workers to the scheduler, which writes it under the cell.
+scheduler's transitions (users need not hand us their futures), and notes the workers that their
+nanny restarts for going over the memory limit. ``ForwardOutput`` sends what dask tasks print or
+warn on the workers to the scheduler, which writes it under the cell.
+
+Worker output is shown once, exactly as printed (no prefix), the way a plain dask notebook shows
+it: a worker's own stdout and stderr are the kernel's, and ipykernel captures them at the file
+descriptor level (``capture_fd_output``) and shows what worker processes write there in the
+notebook too. So forwarded text is *not* also written to the worker's own streams; only output
+that cannot be forwarded (the worker lost its scheduler) goes there.
 """
 
 from __future__ import annotations
@@ -13,9 +20,11 @@ from typing import Any, TextIO
 
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
-from ..run import TaskCounts
+from ..run import TaskCounts, WorkerRestart
 
 OUTPUT_TOPIC = "flyte-dask-output"
+#: The event a nanny logs when it restarts its worker for going over the memory limit.
+MEMORY_RESTART_TOPIC = "worker-restart-memory"
 # Scheduler states we count; others ("released", "forgotten") are bookkeeping.
 _WAITING = ("waiting", "queued", "no-worker")
 _COUNTED = (*_WAITING, "processing", "memory", "erred")
@@ -26,12 +35,21 @@ class TaskMonitor(SchedulerPlugin):  # type: ignore[misc]
 
     name = "flyte-dask-monitor"
 
-    def __init__(self, stdout: TextIO, stderr: TextIO) -> None:
+    def __init__(self, stdout: TextIO, stderr: TextIO, scheduler: Any = None) -> None:
         self._states = dict.fromkeys(_COUNTED, 0)
         self._seen: set[Any] = set()
         self._finished: set[Any] = set()
         self._erred: set[Any] = set()
         self._streams = {"stdout": stdout, "stderr": stderr}
+        self._scheduler = scheduler
+        self._limits: dict[str, int | None] = {}  # worker address -> memory limit (bytes)
+        self._restarts: list[WorkerRestart] = []
+
+    def add_worker(self, scheduler: Any, worker: str) -> None:
+        self._scheduler = scheduler
+        state = scheduler.workers.get(worker)
+        if state is not None:
+            self._limits[worker] = state.memory_limit or None
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         states = self._states
@@ -54,42 +72,67 @@ class TaskMonitor(SchedulerPlugin):  # type: ignore[misc]
             waiting=sum(states[s] for s in _WAITING),
             processing=states["processing"],
             memory=states["memory"],
+            restarts=tuple(self._restarts),
         )
 
     def log_event(self, topic: str, msg: Any) -> None:
-        if topic == OUTPUT_TOPIC and isinstance(msg, dict):
+        if not isinstance(msg, dict):
+            return
+        if topic == OUTPUT_TOPIC:
             stream = self._streams.get(str(msg.get("stream")), self._streams["stderr"])
-            stream.write(f"[worker {msg.get('worker')}] {msg.get('text', '')}")
+            stream.write(str(msg.get("text", "")))
             stream.flush()
+        elif topic == MEMORY_RESTART_TOPIC:
+            self._restarts.append(self._restart(msg))
+
+    def _restart(self, msg: dict[str, Any]) -> WorkerRestart:
+        """The restart a nanny reported, with the worker's limit and the tasks it was running."""
+        address = str(msg.get("worker"))
+        limit, tasks = self._limits.get(address), ()
+        state = getattr(self._scheduler, "workers", {}).get(address)
+        if state is not None:  # the scheduler has not seen it go yet
+            limit = state.memory_limit or None
+            tasks = tuple(sorted(str(task.key) for task in state.processing))
+        return WorkerRestart(address, int(msg.get("rss") or 0), limit, tasks)
 
 
 class _Forwarder:
-    """A worker's stdout/stderr: complete lines go to the scheduler as events."""
+    """A worker's stdout/stderr: text goes to the scheduler as events, a line at a time (what is
+    left of a line when the stream is flushed), and not to the worker's own stream."""
 
     def __init__(self, worker: Any, stream: str, original: TextIO) -> None:
         self._worker, self._stream, self.original = worker, stream, original
         self._buffer = ""
+        self._lock = threading.Lock()  # tasks print from several threads
         self._sending = threading.local()
 
     def write(self, text: str) -> int:
-        self.original.write(text)
-        if getattr(self._sending, "active", False):
-            return len(text)  # output produced while sending: never loop
-        self._buffer += text
-        while "\n" in self._buffer:
-            line, self._buffer = self._buffer.split("\n", 1)
-            self._sending.active = True
-            try:
-                message = {"stream": self._stream, "text": line + "\n", "worker": self._worker.name}
-                self._worker.log_event(OUTPUT_TOPIC, message)
-            except Exception:
-                pass
-            finally:
-                self._sending.active = False
+        if getattr(self._sending, "active", False):  # output produced while sending: never loop
+            self.original.write(text)
+            return len(text)
+        with self._lock:
+            self._buffer += text
+            complete, newline, self._buffer = self._buffer.rpartition("\n")
+        if newline:
+            self._send(complete + newline)
         return len(text)
 
     def flush(self) -> None:
-        self.original.flush()
+        with self._lock:
+            rest, self._buffer = self._buffer, ""
+        if rest:
+            self._send(rest)
+
+    def _send(self, text: str) -> None:
+        self._sending.active = True
+        try:
+            message = {"stream": self._stream, "text": text, "worker": self._worker.name}
+            self._worker.log_event(OUTPUT_TOPIC, message)
+        except Exception:  # no scheduler to send to: keep the text on the worker's own stream
+            self.original.write(text)
+            self.original.flush()
+        finally:
+            self._sending.active = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.original, name)
@@ -108,6 +151,7 @@ class ForwardOutput(WorkerPlugin):  # type: ignore[misc]
         for name in ("stdout", "stderr"):
             stream = getattr(sys, name)
             if isinstance(stream, _Forwarder):
+                stream.flush()
                 setattr(sys, name, stream.original)
 
 
@@ -116,7 +160,7 @@ def watch_cluster(cluster: Any) -> TaskMonitor:
     its workers; returns the monitor."""
     from distributed.protocol.pickle import dumps
 
-    monitor = TaskMonitor(sys.stdout, sys.stderr)
+    monitor = TaskMonitor(sys.stdout, sys.stderr, cluster.scheduler)
     cluster.scheduler.add_plugin(monitor)
     cluster.sync(
         cluster.scheduler.register_worker_plugin,
