@@ -291,7 +291,7 @@ def _free_names(statement: str) -> list[str]:
     while tables:
         table = tables.pop()
         names.update(
-            s.get_name() for s in table.get_symbols() if s.is_global() and s.is_referenced()
+            s.get_name() for s in table.get_symbols() if s.is_referenced()
         )
         tables.extend(table.get_children())
     return sorted(names)

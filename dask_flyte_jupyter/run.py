@@ -291,9 +291,8 @@ def _is_dask_collection(value: Any) -> bool:
     dask: its type has ``__dask_graph__`` and comes from a ``dask`` module."""
     try:
         cls = type(value)
-        return callable(getattr(cls, "__dask_graph__", None)) and str(
-            cls.__module__
-        ).startswith("dask.")
+        is_collection = callable(getattr(cls, "__dask_graph__", None))
+        return is_collection and str(cls.__module__).startswith("dask.")
     except Exception:
         return False
 
@@ -303,7 +302,7 @@ def _describe(value: Any) -> tuple[str, str]:
     kind = _type_name(value)
     cls = type(value)
     if callable(getattr(cls, "__dask_graph__", None)):  # a dask collection, lazy or persisted
-        return (_describe_dask(value, kind) if _is_dask_collection(value) else (kind, ""))
+        return _describe_dask(value, kind) if _is_dask_collection(value) else (kind, "")
     for sized in _SIZED:
         if isinstance(value, sized):
             return kind, f"len {sized.__len__(value)}"  # type: ignore[attr-defined]

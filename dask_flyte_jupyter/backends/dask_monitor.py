@@ -88,7 +88,8 @@ class TaskMonitor(SchedulerPlugin):  # type: ignore[misc]
     def _restart(self, msg: dict[str, Any]) -> WorkerRestart:
         """The restart a nanny reported, with the worker's limit and the tasks it was running."""
         address = str(msg.get("worker"))
-        limit, tasks = self._limits.get(address), ()
+        limit = self._limits.get(address)
+        tasks: tuple[str, ...] = ()
         state = getattr(self._scheduler, "workers", {}).get(address)
         if state is not None:  # the scheduler has not seen it go yet
             limit = state.memory_limit or None

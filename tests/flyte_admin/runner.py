@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 _P = core_execution_pb2
 _VENV_BIN = Path(sys.executable).parent
 _FAKE_VERSIONS_PRELOAD = Path(__file__).with_name("_fake_versions.py")
+_IMAGE_SITE = Path(__file__).with_name("image_site")  # sitecustomize: what the image lacks
 _PLACEHOLDER = re.compile(r"\{\{\s*\.?\s*(\w+)\s*\}\}")
 
 _SUFFIXES = {
@@ -182,7 +183,9 @@ class ExecutionRunner:
 
     Knobs (attributes): ``queue_delay`` seconds an execution stays QUEUED; ``cluster_timeout``
     for the dask cluster to come up; ``kill_grace`` seconds between SIGTERM and SIGKILL;
-    ``nanny`` whether workers run under a nanny (the operator's default; True).
+    ``nanny`` whether workers run under a nanny (the operator's default; True);
+    ``not_in_image`` top-level packages the "image" lacks: no process of a run can import them
+    (this project's own package, as in the default ImageSpec).
     """
 
     def __init__(self, standin: FlyteAdminStandIn) -> None:
@@ -195,6 +198,7 @@ class ExecutionRunner:
         self.cluster_timeout = 60.0
         self.kill_grace = 3.0
         self.nanny = True
+        self.not_in_image: tuple[str, ...] = ("dask_flyte_jupyter",)
 
     # -- API used by the servicer -------------------------------------------------------------
 
@@ -341,6 +345,11 @@ class ExecutionRunner:
         env["FLYTECTL_CONFIG"] = str(self._standin.config_path)
         env["TMPDIR"] = str(tmp)
         env["DASK_TEMPORARY_DIRECTORY"] = str(tmp)
+        if self.not_in_image:
+            env["FLYTE_ADMIN_STANDIN_NOT_IN_IMAGE"] = ",".join(self.not_in_image)
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(_IMAGE_SITE), env.get("PYTHONPATH", "")) if p
+            )
         return env
 
     def _task_env(self, ex: StandInExecution, workdir: Path) -> dict[str, str]:
