@@ -15,12 +15,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .timing import TIME_NAME, TIMEIT_NAME
+
 # The kernel provides these; a task process has no kernel to ask.
 _KERNEL_ONLY = frozenset({"get_ipython", "In", "Out"})
 # Provided by the kernel and harmless (or provided) in the task: never inputs.
 # Names IPython puts into the namespace that are builtins everywhere else (its `open` wraps the
 # builtin): never inputs, so they are not pickled into the task.
 _KERNEL_BUILTINS = frozenset({"display", "exit", "quit", "open"})
+# What translated notebook syntax (`%time`, notebook_syntax.py) calls: the task provides them.
+_TASK_PROVIDED = frozenset({TIME_NAME, TIMEIT_NAME})
 _BUILTINS = frozenset(dir(builtins))
 
 # `!cmd`, `%magic`, `%%magic`, `?name`, `name?`, `x = !cmd`, `x = %magic`. Only consulted for the
@@ -132,6 +136,8 @@ class CellProgram:
     global_inputs: tuple[str, ...] = ()
     #: The cell ends with `;`: its value is not displayed.
     quiet: bool = False
+    #: The cell starts with `%%time`: the whole cell is timed.
+    cell_timer: bool = False
     # A mapping is unhashable, so it takes part in equality only.
     annotations: Mapping[str, str] = field(
         default_factory=lambda: types.MappingProxyType({}), hash=False
@@ -424,6 +430,8 @@ def analyse_cell(
     inputs: Sequence[str] | None = None,
     outputs: Sequence[str] | None = None,
     ended: Mapping[str, tuple[str, str]] | None = None,
+    quiet: bool = False,
+    cell_timer: bool = False,
 ) -> CellProgram:
     """Find the inputs, outputs, last expression and imports of a cell body.
 
@@ -431,6 +439,7 @@ def analyse_cell(
     `inputs` / `outputs` replace the inferred names (`--inputs` / `--outputs`).
     `ended`: names of clients and clusters made by earlier `%%flyte_dask` cells, which ended
     with their clusters (name -> (kind, cell name)): in this cell they are its own.
+    `quiet` / `cell_timer`: from the translation of notebook syntax (``translate_cell``).
     """
     ended = ended or {}
     tree = _parse(body, line_offset)
@@ -458,7 +467,7 @@ def analyse_cell(
     for name, line in sorted(reads.items(), key=lambda item: (item[1], item[0])):
         if name in _KERNEL_ONLY:
             raise CellError(f"{name!r} {_KERNEL_MESSAGE}", line + line_offset)
-        if name in _KERNEL_BUILTINS:
+        if name in _KERNEL_BUILTINS or name in _TASK_PROVIDED:
             continue
         if name in namespace:
             chosen.append(name)
@@ -517,10 +526,12 @@ def analyse_cell(
         inputs=plain_inputs,
         modules=tuple(sorted(modules, key=lambda m: m.name)),
         outputs=chosen_outputs,
-        last_expression=isinstance(tree.body[-1], ast.Expr),
+        last_expression=isinstance(tree.body[-1], ast.Expr) and not quiet,
         imports=_imports(tree),
         imported=imported,
         handles=tuple(handles),
         global_inputs=tuple(n for n in plain_inputs if n in scope.globals),
+        quiet=quiet,
+        cell_timer=cell_timer,
         annotations=types.MappingProxyType(annotations),
     )

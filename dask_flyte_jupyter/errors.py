@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Mapping
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .run import memory_text
+
 if TYPE_CHECKING:
     from .run import RunHandle
 
@@ -222,6 +224,8 @@ def _killed_worker(error: BaseException, run: RunHandle | None) -> list[str] | N
                 key = ast.literal_eval(found.group(1))
             tries = int(found.group(2))
     restarts = list(run.tasks.restarts) if run is not None else []
+    if key is not None:  # the restarts while this task ran, when the scheduler said which
+        restarts = [r for r in restarts if not r.tasks or str(key) in r.tasks] or restarts
     if limit is None:
         limit = next((r.memory_limit for r in restarts if r.memory_limit), None)
     if limit is None and run is not None and run.shape is not None:
@@ -234,24 +238,31 @@ def _killed_worker(error: BaseException, run: RunHandle | None) -> list[str] | N
         task += f" (function {function})"
     attempts = f"on {tries} workers" if tries else "on several workers"
     lines = [f"KilledWorker: {task} was tried {attempts}, and each of them died running it."]
-    flag = f"--worker-mem {requested}" if requested else "--worker-mem"
-    if limit is not None:
-        allowed = f"{_memory_text(limit)} of memory ({flag})"
-    elif run is not None and not requested:
-        allowed = "dask's default share of this machine's memory (--worker-mem not given)"
+    if requested:
+        flag = f"--worker-mem {requested}"
+        if run is not None and any(note.startswith("worker mem") for note in run.notes):
+            flag += ", scaled down to fit this machine"  # local_shape's note says so
+    elif run is not None:
+        flag = "no --worker-mem: dask's default share of the machine"
     else:
-        allowed = f"the memory {flag} gives it"
+        flag = "--worker-mem"
     advice = "Raise --worker-mem, or make the task need less memory (smaller chunks or partitions)."
     if restarts:
         count = len(restarts)
+        of = f" of {memory_text(limit)}" if limit is not None else ""
         lines.append(
-            f"Its workers went over their memory limit, {allowed}, and dask restarted them "
+            f"Its workers went over their memory limit{of} ({flag}) and dask restarted them "
             f"({count} restart{'s' if count > 1 else ''}). {advice}"
+        )
+    elif limit is not None:
+        lines.append(
+            f"Each worker may use {memory_text(limit)} of memory ({flag}); a worker that goes "
+            f"over it is restarted, the most common reason for this error. {advice}"
         )
     else:
         lines.append(
-            f"Each worker may use {allowed}; a worker that goes over it is restarted, the most "
-            f"common reason for this error. {advice}"
+            f"A worker that goes over its memory limit ({flag}) is restarted, the most common "
+            f"reason for this error. {advice}"
         )
     return lines
 
@@ -266,11 +277,6 @@ def _function_of(key: Any) -> str:
         return str(key_split(key))
     except Exception:
         return ""
-
-
-def _memory_text(size: int) -> str:
-    unit, scale = ("GiB", 2**30) if size >= 2**30 else ("MiB", 2**20)
-    return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
 
 
 # ---- an output that cannot be sent back to the notebook ----------------------------------

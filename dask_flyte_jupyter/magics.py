@@ -10,6 +10,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from .cell import CellError, analyse_cell
+from .notebook_syntax import translate_cell
 from .defaults import KernelDefaults
 from .spec import ClusterSpec, SpecError, spec_from_options
 
@@ -179,9 +180,12 @@ class FlyteDaskMagics(Magics):
                 {flag: getattr(args, dest) for flag, dest in SPEC_FLAGS.items()},
                 base=self.defaults,
             )
+            translated = translate_cell(cell)
             program = analyse_cell(
-                cell,
+                translated.source,
                 self.namespace,
+                quiet=translated.quiet,
+                cell_timer=translated.cell_timer,
                 inputs=_name_list(args.inputs, "--inputs"),
                 outputs=_name_list(args.outputs, "--outputs"),
                 ended=self.ended_handles,
@@ -190,6 +194,8 @@ class FlyteDaskMagics(Magics):
             raise UsageError(str(error)) from None
 
         if args.export:
+            if translated.source != cell.replace("\r\n", "\n").replace("\r", "\n"):
+                raise UsageError("--export: remove the %time / %timeit lines first")
             return _export(program, spec, self.namespace, args.export)
         if args.dry_run:
             from .dryrun import show_dry_run  # imports flytekit: only when asked

@@ -67,18 +67,29 @@ def translate_cell(body: str, *, line_offset: int = 1) -> TranslatedCell:
     """
     lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     timer_line = _cell_timer_line(lines, line_offset)
+    out, timed = _translate_lines(lines, timer_line, line_offset)
+    quiet = semicolon_at_end("\n".join(out))
+    if not quiet:
+        _keep_timed_value(out, timed)
+    return TranslatedCell(source="\n".join(out), quiet=quiet, cell_timer=timer_line is not None)
+
+
+def _translate_lines(
+    lines: list[str], timer_line: int | None, line_offset: int
+) -> tuple[list[str], set[int]]:
+    """The translated lines, and the (1-based) lines that became `with flyte_dask_time(): ...`."""
+    starts = _statement_starts(lines)
     out: list[str] = []
-    timed: set[int] = set()  # 1-based lines that became `with flyte_dask_time(): ...`
+    timed: set[int] = set()
     index = 0
     while index < len(lines):
         line = lines[index]
         if index == timer_line:
             out.append("pass  # %%time")
         elif line.lstrip()[:1] in ("%", "!"):
-            start = _at_statement_start(out)
+            start = index in starts if starts is not None else _at_statement_start(out)
             if start is None:  # the cell does not parse before this line: Python says why
-                out.extend(lines[index:])
-                break
+                return [*out, *lines[index:]], timed
             if start:
                 translated = _translate_line(lines, index, index + 1 + line_offset)
                 if translated[0].lstrip().startswith(_TIME_PREFIX):
@@ -90,10 +101,7 @@ def translate_cell(body: str, *, line_offset: int = 1) -> TranslatedCell:
         else:
             out.append(line)
         index += 1
-    quiet = semicolon_at_end("\n".join(out))
-    if not quiet:
-        _keep_timed_value(out, timed)
-    return TranslatedCell(source="\n".join(out), quiet=quiet, cell_timer=timer_line is not None)
+    return out, timed
 
 
 def wrap_cell_timer(statements: list[ast.stmt]) -> list[ast.stmt]:
@@ -144,6 +152,30 @@ def _cell_timer_line(lines: list[str], line_offset: int) -> int | None:
             raise CellError("Can't use statement directly after '%%time'!", index + 1 + line_offset)
         return index
     return None
+
+
+def _statement_starts(lines: list[str]) -> set[int] | None:
+    """Indexes of the lines that start a statement, from one pass of Python's tokenizer.
+
+    The notebook syntax itself tokenizes (`%` is an operator, `!` an error token), and up to the
+    first line that is refused it leaves the tokenizer where its translation would. None when
+    the text does not tokenize (an unclosed string, bad indentation, a stricter Python): then
+    each line is decided from the translation before it.
+    """
+    text = "".join(f"{line}\n" for line in lines)
+    layout = (tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER)
+    starts: set[int] = set()
+    at_start = True
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type == tokenize.NEWLINE:
+                at_start = True
+            elif at_start and token.type not in layout:
+                starts.add(token.start[0] - 1)
+                at_start = False
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    return starts
 
 
 def _at_statement_start(lines: list[str]) -> bool | None:
@@ -291,7 +323,7 @@ def _free_names(statement: str) -> list[str]:
     while tables:
         table = tables.pop()
         names.update(
-            s.get_name() for s in table.get_symbols() if s.is_referenced()
+            s.get_name() for s in table.get_symbols() if s.is_global() and s.is_referenced()
         )
         tables.extend(table.get_children())
     return sorted(names)

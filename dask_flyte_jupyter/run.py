@@ -380,6 +380,12 @@ def _memory_size(value: Any) -> str:
     return _bytes_text(size)
 
 
+def memory_text(size: int) -> str:
+    """A memory limit as people say it: "200 MiB", "1.5 GiB"."""
+    unit, scale = ("GiB", 2**30) if size >= 2**30 else ("MiB", 2**20)
+    return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
+
+
 def _bytes_text(size: int) -> str:
     amount = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):

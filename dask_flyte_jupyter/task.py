@@ -23,8 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import runtime
+from . import runtime, timing
 from .cell import CellProgram
+from .notebook_syntax import wrap_cell_timer
 from .spec import ClusterSpec, to_dask_config
 
 #: Output carrying the value of the cell's last expression.
@@ -47,6 +48,7 @@ RESERVED_NAMES = (
     "flyte_dask_settings",
     "flyte_dask_extra",
     "CellOutputs",
+    *timing.TIMING_GLOBALS,
 )
 #: Declared type of values that travel as pickles (flytekit's pickle type; None allowed).
 PICKLED: Any = Any | None
@@ -259,6 +261,8 @@ def _function_ast(
         body[-1] = ast.copy_location(
             ast.Assign(targets=[ast.Name(VALUE_OUTPUT, ast.Store())], value=last.value), last
         )
+    if program.cell_timer:  # %%time: the whole cell, its last value too
+        body = wrap_cell_timer(body)
     names = list(program.inputs)
     prologue = []
     if names:
@@ -391,6 +395,7 @@ def build_task(
             program, spec, output_names, remote=report_versions
         ),
         "flyte_dask_extra": None,
+        **timing.TIMING_GLOBALS,
     }
     if report_versions:
         import cloudpickle
@@ -399,6 +404,7 @@ def build_task(
 
         # The job runner has no dask_flyte_jupyter: the session's code travels in the pickle.
         cloudpickle.register_pickle_by_value(runtime)
+        cloudpickle.register_pickle_by_value(timing)
         module_globals["flyte_dask_extra"] = collector(VERSIONS_OUTPUT)
     for module in program.modules:
         module_globals[module.name] = _import(module.module)

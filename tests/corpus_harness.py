@@ -35,6 +35,8 @@ LOAD_EXTENSION = "%load_ext dask_flyte_jupyter"
 REPORT_MARKER = "CORPUS-PROBE "
 #: Metadata key of the cells the harness adds.
 HARNESS_KEY = "corpus_harness"
+#: Metadata key where the harness keeps the error a cell failed with.
+ERROR_KEY = "corpus_error"
 
 # What the time magics print: it differs from run to run, so it is not a result.
 TIMING_LINE = re.compile(
@@ -159,15 +161,17 @@ class KernelProbe:
                 continue
             scheduler = getattr(cluster, "scheduler", None)
             if isinstance(scheduler, Scheduler) and id(scheduler) not in self.clusters:
-                counter = ProcessingCounter()
-                name = f"{ProcessingCounter.name}-{id(self)}"
+                self.clusters[id(scheduler)] = self._count_on(cluster, scheduler)
 
-                async def add(scheduler: Any = scheduler, counter: Any = counter) -> None:
-                    scheduler.add_plugin(counter, name=name)
+    def _count_on(self, cluster: Any, scheduler: Any) -> ProcessingCounter:
+        counter = ProcessingCounter()
+        name = f"{ProcessingCounter.name}-{id(self)}"
 
-                # In the scheduler's own thread: it may be iterating over its plugins.
-                cluster.sync(add)
-                self.clusters[id(scheduler)] = counter
+        async def add() -> None:  # in the scheduler's thread: it may be iterating its plugins
+            scheduler.add_plugin(counter, name=name)
+
+        cluster.sync(add)
+        return counter
 
     def _cluster_tasks(self) -> int:
         return sum(counter.count for counter in self.clusters.values())
@@ -261,12 +265,13 @@ def execute(path: Path, magic: bool, cwd: Path, timeout: int = 180) -> Execution
         allow_errors=True,
         record_timing=True,
         resources={"metadata": {"path": str(cwd)}},
+        on_cell_error=_note_error,
     ).execute()
     run = "magic" if magic else "plain"
     for cell in notebook.cells:
-        errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
-        if cell.metadata.get(HARNESS_KEY) and errors:
-            raise AssertionError(f"{path.name} ({run} run): harness cell failed: {errors}")
+        if cell.metadata.get(HARNESS_KEY) and ERROR_KEY in cell.metadata:
+            error = cell.metadata[ERROR_KEY]
+            raise AssertionError(f"{path.name} ({run} run): a harness cell failed: {error}")
     records = _report(notebook.cells[-1], path, run)
     return Execution(
         path=path,
@@ -274,6 +279,13 @@ def execute(path: Path, magic: bool, cwd: Path, timeout: int = 180) -> Execution
         cells={index: notebook.cells[position] for index, position in where.items()},
         probes={record["cell"]: record for record in records},
     )
+
+
+def _note_error(cell: Any, cell_index: int, execute_reply: Any) -> None:
+    """Keeps the error of a failed cell, also of one that leaves no error output (IPython
+    shows a UsageError on stderr only)."""
+    content = execute_reply["content"]
+    cell.metadata[ERROR_KEY] = f"{content.get('ename')}: {content.get('evalue')}"
 
 
 def _report(cell: Any, path: Path, run: str) -> list[dict[str, Any]]:
@@ -305,11 +317,9 @@ class Visible:
 
 
 def visible(cell: Any, magic: bool) -> Visible:
-    result, error, displays, images = None, None, [], 0
+    result, displays, images = None, [], 0
     for output in cell.get("outputs", []):
         data = output.get("data", {})
-        if output.output_type == "error":
-            error = f"{output.ename}: {output.evalue}"
         if output.output_type not in ("execute_result", "display_data"):
             continue
         if magic and MAGIC_SUMMARY_CLASS in str(data.get("text/html", "")):
@@ -323,7 +333,7 @@ def visible(cell: Any, magic: bool) -> Visible:
     kept = [line for line in lines if not TIMING_LINE.match(line)]
     if magic:
         kept = [line for line in kept if not line.startswith(MAGIC_LINE_PREFIX)]
-    return Visible(result, "".join(kept), tuple(displays), images, error)
+    return Visible(result, "".join(kept), tuple(displays), images, cell.metadata.get(ERROR_KEY))
 
 
 def differences(plain: Execution, magic: Execution) -> list[str]:

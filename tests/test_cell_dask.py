@@ -5,6 +5,7 @@ crosses the cell boundary (futures, persisted collections, imports)."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 
@@ -342,3 +343,28 @@ def test_too_much_dask_data_fails_before_the_cluster_stops(shell, monkeypatch):
         run(shell, "import dask.array as da\nbig = da.random.random(10_000, chunks=1000).persist()\n")
     assert "big" not in shell.user_ns
     assert last_run(shell).status == "failed"
+
+
+# ---- 7. notebook syntax inside the cell -------------------------------------------------------
+
+
+def test_semicolon_and_time_lines_work_as_in_a_notebook(shell, capsys):
+    shell.run_cell("import dask.array as da")
+    result = shell.run_cell(
+        "%%flyte_dask --workers 1\n"
+        "x = da.arange(100, chunks=10)\n"
+        "%time total = x.sum().compute()\n"
+        "%timeit -n 2 -r 2 x.sum().compute()\n"
+        "total;\n"
+    )
+    assert result.success and result.result is None  # `;`: nothing displayed
+    assert shell.user_ns["total"] == 4950
+    out = capsys.readouterr().out
+    assert re.search(r"^CPU times: user .+, sys: .+, total: .+\nWall time: .+$", out, re.M)
+    assert re.search(r"^\S+ \S+ ± \S+ \S+ per loop \(mean ± std\. dev\. of 2 runs, 2 loops each\)$",
+                     out, re.M)
+    result = shell.run_cell("%%flyte_dask --workers 1\n%%time\ny = x.sum().compute()\ny + 1\n")
+    assert result.result == 4951
+    assert capsys.readouterr().out.count("Wall time:") == 1
+    result = shell.run_cell("%%flyte_dask --workers 1\n%time x.mean().compute()\n")
+    assert result.result == 49.5

@@ -91,7 +91,7 @@ def test_task_facts_come_from_the_serialized_task(namespace: dict[str, Any]) -> 
     assert (facts["name"], facts["version"], facts["type"]) == (built.name, built.version, "dask")
     assert facts["inputs"] == {"inc": "pickle (FlytePickle)", "n": "int"}
     assert facts["outputs"]["result"] == "pickle (FlytePickle)"
-    assert facts["outputs"]["flyte_dask_dropped"] == "list[str]"
+    assert facts["outputs"]["flyte_dask_report"] == "str"
     assert (facts["cache"], facts["cache_version"]) == (True, "v7")
     assert facts["interruptible"] is False and facts["workers"] == 4
     assert facts["resources"]["job-runner"] == {}
@@ -106,8 +106,7 @@ def test_types_are_readable() -> None:
     assert facts["outputs"] == {
         "total": "int",
         "label": "str",
-        "flyte_dask_dropped": "list[str]",
-        "flyte_dask_boxed": "list[str]",
+        "flyte_dask_report": "str",
     }
 
 

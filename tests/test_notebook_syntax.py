@@ -24,7 +24,7 @@ from IPython.core.displayhook import DisplayHook
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magics.execution import TimeitResult, _format_time
 
-from dask_flyte_jupyter import timing
+from dask_flyte_jupyter import notebook_syntax, timing
 from dask_flyte_jupyter.cell import CellError, analyse_cell
 from dask_flyte_jupyter.notebook_syntax import (
     TranslatedCell,
@@ -528,11 +528,12 @@ def test_format_time_is_ipythons(seconds: float, precision: int) -> None:
     ("runs", "loops"),
     [([0.5], 1), ([0.002, 0.003, 0.0025], 1000), ([1.2e-3] * 7, 10_000_000), ([90.0, 91.0], 2)],
 )
-def test_timeit_line_is_ipythons(runs: list[float], loops: int) -> None:
+@pytest.mark.parametrize("precision", [1, 3, 5])
+def test_timeit_line_is_ipythons(runs: list[float], loops: int, precision: int) -> None:
     for encoding in ("utf-8", "ascii"):
         with captured(encoding):
-            result = TimeitResult(loops, len(runs), min(runs), max(runs), runs, 0.0, 3)
-            assert format_timeit(runs, loops) == str(result)
+            result = TimeitResult(loops, len(runs), min(runs), max(runs), runs, 0.0, precision)
+            assert format_timeit(runs, loops, precision) == str(result)
 
 
 def test_ascii_stdout_gets_ipythons_fallbacks() -> None:
@@ -602,3 +603,37 @@ def test_timing_helpers_ship_by_value_and_run_without_the_package(tmp_path: Path
         *TIME_SHAPE,
         "a = 45",
     ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "%time y = f(x)\ny",
+        "for i in range(3):\n    %time y = f(i)\n    %timeit f(i)\n%time y",
+        "s = '''\n%time not magic\n'''\n%time s;",
+        "y = (a\n% b)\n%time c = a \\\n% b\n%timeit a \\\n% b\nc",
+        "%%time\n%time x = 1\nx",
+    ],
+)
+def test_one_tokenizer_pass_decides_as_the_line_by_line_fallback(
+    body: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = translate_cell(body)
+    monkeypatch.setattr(notebook_syntax, "_statement_starts", lambda lines: None)
+    assert translate_cell(body) == fast
+
+
+def test_a_cell_that_does_not_tokenize_is_still_translated_up_to_its_error() -> None:
+    source = translate_cell("%time x = 1\ns = '''never closed").source
+    assert source == "with flyte_dask_time(): x = 1\ns = '''never closed"
+
+
+@pytest.mark.parametrize("flags", ["-t", "-c", "-p 5", "-q"])
+def test_timeit_timer_and_precision_flags_print_as_ipython(
+    flags: str, ipython: InteractiveShell
+) -> None:
+    body = f"%timeit -n 2 -r 2 {flags} sum(range(20))"
+    expected, _ = ipython_prints(ipython, body)
+    with captured() as stream:
+        run_as_task(body)
+    assert shape(printed(stream)) == shape(expected)

@@ -71,9 +71,20 @@ total
     assert ns["json"] is json and ns["np"] is numpy and "Callback" in ns
 
 
-def test_remote_stdout_comes_back(shell, admin, capsys):
-    remote(shell, admin, 'print("hello from the job runner")\nx = 1\n', "--workers 1")
-    assert capsys.readouterr().out.count("hello from the job runner") == 1
+def test_remote_stdout_and_time_lines_come_back(shell, admin, capsys):
+    shell.run_cell("import dask.array as da")
+    value = remote(
+        shell,
+        admin,
+        'print("hello from the job runner")\n'
+        "%time total = da.arange(10, chunks=5).sum().compute()\n"
+        "total + 1;\n",
+        "--workers 1",
+    )
+    assert value is None and shell.user_ns["total"] == 45
+    out = capsys.readouterr().out
+    assert out.count("hello from the job runner") == 1
+    assert out.count("CPU times: user ") == 1 and out.count("Wall time: ") == 1
 
 
 def test_futures_and_persisted_collections_cross_remote_cells(shell, admin):

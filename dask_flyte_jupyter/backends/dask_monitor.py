@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
-from ..run import TaskCounts, WorkerRestart
+from ..run import TaskCounts, WorkerRestart, memory_text
 
 OUTPUT_TOPIC = "flyte-dask-output"
 #: The event a nanny logs when it restarts its worker for going over the memory limit.
@@ -83,7 +83,11 @@ class TaskMonitor(SchedulerPlugin):  # type: ignore[misc]
             stream.write(str(msg.get("text", "")))
             stream.flush()
         elif topic == MEMORY_RESTART_TOPIC:
-            self._restarts.append(self._restart(msg))
+            restart = self._restart(msg)
+            self._restarts.append(restart)
+            stream = self._streams["stderr"]
+            stream.write(restart_note(restart) + "\n")
+            stream.flush()
 
     def _restart(self, msg: dict[str, Any]) -> WorkerRestart:
         """The restart a nanny reported, with the worker's limit and the tasks it was running."""
@@ -95,6 +99,19 @@ class TaskMonitor(SchedulerPlugin):  # type: ignore[misc]
             limit = state.memory_limit or None
             tasks = tuple(sorted(str(task.key) for task in state.processing))
         return WorkerRestart(address, int(msg.get("rss") or 0), limit, tasks)
+
+
+def restart_note(restart: WorkerRestart) -> str:
+    """The line shown under the cell when a worker is restarted for using too much memory."""
+    limit = f" of {memory_text(restart.memory_limit)}" if restart.memory_limit else ""
+    tasks = list(restart.tasks[:3])
+    if len(restart.tasks) > 3:
+        tasks.append(f"{len(restart.tasks) - 3} more")
+    running = f" running {', '.join(tasks)}" if tasks else ""
+    return (
+        f"flyte_dask: a dask worker went over its memory limit{limit}{running} and was "
+        "restarted; raise --worker-mem if this repeats"
+    )
 
 
 class _Forwarder:
