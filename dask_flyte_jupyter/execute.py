@@ -170,6 +170,7 @@ class Results:
         self.out_var, self.remote = out_var, remote
         self.imports = {binding.name: binding for binding in imports}
         self.figures: list[str] = []
+        self._figures_before = _figure_numbers()
 
     def bring_back(self, outputs: dict[str, Any]) -> None:
         handle = self.handle
@@ -192,6 +193,7 @@ class Results:
         if self.remote and unpacked.stdout:
             sys.stdout.write(unpacked.stdout)
         self.shell.user_ns.update(updates)
+        self._forget_unpickled_figures()
         ended = self.magics.ended_handles
         for name in updates:
             ended.pop(name, None)
@@ -228,6 +230,14 @@ class Results:
             self.handle.note(f"{name} is not bound here: {error} in this kernel")
             return _MISSING
 
+    def _forget_unpickled_figures(self) -> None:
+        """Figures among the outputs register with pyplot when unpickled, and the inline
+        backend would show them again: the run has shown what it drew already."""
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:
+            for number in _figure_numbers() - self._figures_before:
+                pyplot.close(number)
+
     def show_figures(self) -> None:
         from IPython.display import Image, display
 
@@ -236,6 +246,11 @@ class Results:
 
 
 _MISSING = object()
+
+
+def _figure_numbers() -> set[int]:
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    return set(pyplot.get_fignums()) if pyplot is not None else set()
 
 
 def _size(size: float) -> str:

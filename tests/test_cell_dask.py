@@ -5,6 +5,7 @@ crosses the cell boundary (futures, persisted collections, imports)."""
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
 from collections.abc import Iterator
@@ -368,3 +369,27 @@ def test_semicolon_and_time_lines_work_as_in_a_notebook(shell, capsys):
     assert capsys.readouterr().out.count("Wall time:") == 1
     result = shell.run_cell("%%flyte_dask --workers 1\n%time x.mean().compute()\n")
     assert result.result == 49.5
+
+
+# ---- 8. output once ---------------------------------------------------------------------------
+
+
+def test_a_figure_the_cell_draws_is_shown_once(shell):
+    from IPython.utils.capture import capture_output
+
+    shell.run_cell("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt")
+    with capture_output() as shown:
+        result = shell.run_cell(
+            "%%flyte_dask --workers 1 --no-progress\n"
+            "fig, ax = plt.subplots()\n"
+            "ax.plot([1, 2, 3])\n"
+            "ax\n"
+        )
+    assert result.success and type(result.result).__name__ == "Axes"
+    images = [o for o in shown.outputs if "image/png" in o.data]
+    assert len(images) == 1
+    assert base64.b64decode(images[0].data["image/png"])[:4] == b"\x89PNG"
+    import matplotlib.pyplot as plt
+
+    assert plt.get_fignums() == []  # nothing left for the inline backend to show again
+    assert shell.user_ns["fig"].axes[0] is not None
