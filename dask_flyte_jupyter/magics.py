@@ -147,10 +147,15 @@ class FlyteDaskMagics(Magics):
         """Run this cell as a Flyte dask task on its own dedicated dask cluster.
 
         The cell's free names that exist in the notebook become the task's inputs (modules are
-        re-imported, functions and classes travel by value); the names it assigns are written
-        back into the notebook when the run succeeds; its last expression is the cell's result.
-        Inside the cell, ``distributed.Client()`` with no arguments connects to the cell's own
-        cluster, which is started for the run and torn down when the cell ends.
+        re-imported, functions and classes travel by value); what it binds (assigned names,
+        imports, functions, classes) is written back into the notebook when the run succeeds;
+        its last expression is the cell's result (a trailing ``;`` hides it).
+        While the cell runs, its own cluster is its dask: ``.compute()``, ``dask.compute``,
+        ``get_client()`` and ``Client()`` reach it; a notebook ``client`` named in the cell
+        stands for the cell's own. The cluster is started for the run and torn down when the
+        cell ends; futures and persisted collections come back with their data, and a later
+        ``%%flyte_dask`` cell gets them on its own cluster. ``%time`` / ``%timeit`` lines and a
+        ``%%time`` first line work as in a notebook.
 
         Example::
 
