@@ -52,7 +52,7 @@ _FUTURE_MESSAGE = (
 
 
 def dask_kind(value: object) -> str | None:
-    """"client", "cluster" or "future" for live distributed objects, by class name only (this
+    """ "client", "cluster" or "future" for live distributed objects, by class name only (this
     module imports no dask)."""
     for klass in type(value).__mro__:
         name = f"{klass.__module__}.{klass.__qualname__}"
@@ -485,11 +485,11 @@ def analyse_cell(
                 raise CellError(f"input {name!r} is not defined in the notebook")
 
     for name in chosen:
-        kind = dask_kind(namespace[name])
-        if kind == "future":
+        found = dask_kind(namespace[name])
+        if found == "future":
             raise CellError(f"input {name!r} {_FUTURE_MESSAGE.format(name=name)}")
-        if kind is not None:
-            handles.append(DaskHandle(name, kind))
+        if found is not None:
+            handles.append(DaskHandle(name, found))
     handle_names = {h.name for h in handles}
     chosen = [n for n in chosen if n not in handle_names]
     modules = [
@@ -517,7 +517,8 @@ def analyse_cell(
     imported = tuple(
         binding
         for binding in _top_level_imports(tree)
-        if binding.name not in chosen_outputs and not binding.name.startswith("_")
+        if binding.name not in chosen_outputs
+        and not binding.name.startswith("_")
         and (outputs is None or binding.name in outputs)
     )
     plain_inputs = tuple(sorted(n for n in chosen if n not in module_names))

@@ -25,9 +25,10 @@ _FLYTEKIT_PREFIX = re.compile(r"^Error encountered while executing '[^']*':\n  "
 _OUTPUT_POSITION = re.compile(r"Failed to convert outputs of task '[^']*' at position (\w+)")
 #: distributed's KilledWorker message (its args are gone once flytekit has rewritten them).
 _KILLED_WORKER = re.compile(r"Attempted to run task (.+?) on (\d+) different workers")
-#: The output carrying the cell's last expression (task.VALUE_OUTPUT) and the bookkeeping ones.
+#: The output carrying the cell's last expression (task.VALUE_OUTPUT); the task's own outputs
+#: (the value, bookkeeping, reports) all have names with this prefix, which cells cannot use.
 _VALUE_OUTPUT = "flyte_dask_value"
-_META_OUTPUTS = ("flyte_dask_dropped", "flyte_dask_boxed", "flyte_dask_versions")
+_RESERVED_PREFIX = "flyte_dask_"
 
 
 def restore_message(error: BaseException) -> None:
@@ -310,11 +311,37 @@ def _unsent_output(error: BaseException) -> str | None:
             f"the cell's last expression cannot be sent back to the notebook: {reason}; "
             "end the cell with a statement instead, or put `;` after it"
         )
-    others = [n for n in values if n != name and n not in (_VALUE_OUTPUT, *_META_OUTPUTS)]
+    others = [n for n in values if n != name and not n.startswith(_RESERVED_PREFIX)]
     outputs = f"--outputs {','.join(others)}" if others else "--outputs"
     return (
         f"output {name!r} cannot be sent back to the notebook: {reason}; "
         f"leave it out with {outputs} or del it at the end of the cell"
+    )
+
+
+#: flytekit's message when a value could not be converted to the pickle type (``Any | None``).
+_PICKLE_CONVERSION = re.compile(
+    r"Failed to convert type <class '(?P<type>[^']+)'> to type "
+    r"(typing\.Any \| None|typing\.Optional\[typing\.Any\]|typing\.Union\[typing\.Any, NoneType\])"
+)
+
+
+def unsent_output_text(message: str) -> str | None:
+    """The same message from flytekit's error text alone, for runs whose outputs are gone
+    (a remote execution's error): the output, its type, and what to do."""
+    position = _OUTPUT_POSITION.search(message)
+    pickled = _PICKLE_CONVERSION.search(message)
+    if position is None or pickled is None:
+        return None
+    reason = f"a {pickled.group('type')} cannot be pickled"
+    if position.group(1) == _VALUE_OUTPUT:
+        return (
+            f"the cell's last expression cannot be sent back to the notebook: {reason}; "
+            "end the cell with a statement instead, or put `;` after it"
+        )
+    return (
+        f"output {position.group(1)!r} cannot be sent back to the notebook: {reason}; "
+        "leave it out with --outputs or del it at the end of the cell"
     )
 
 

@@ -98,8 +98,12 @@ def execute_cell(
         shell, magics, handle, out_var, remote=backend.name != "local", imports=program.imported
     )
     if follow_run(
-        handle, lambda: backend.run(cell_task, inputs, handle), mode, bring_back,
-        cell_task.filename, files,
+        handle,
+        lambda: backend.run(cell_task, inputs, handle),
+        mode,
+        bring_back,
+        cell_task.filename,
+        files,
     ):
         return handle.value if program.last_expression and not program.quiet else None
 
@@ -193,7 +197,7 @@ class Results:
         if self.remote and unpacked.stdout:
             sys.stdout.write(unpacked.stdout)
         self.shell.user_ns.update(updates)
-        self._forget_unpickled_figures()
+        self._forget_unpickled_figures({**updates, VALUE_OUTPUT: handle.value})
         ended = self.magics.ended_handles
         for name in updates:
             ended.pop(name, None)
@@ -230,13 +234,17 @@ class Results:
             self.handle.note(f"{name} is not bound here: {error} in this kernel")
             return _MISSING
 
-    def _forget_unpickled_figures(self) -> None:
-        """Figures among the outputs register with pyplot when unpickled, and the inline
-        backend would show them again: the run has shown what it drew already."""
+    def _forget_unpickled_figures(self, values: dict[str, Any]) -> None:
+        """Figures among the outputs are copies, registered with pyplot when unpickled: the
+        inline backend would show them next to the figures the cell drew."""
         pyplot = sys.modules.get("matplotlib.pyplot")
-        if pyplot is not None:
-            for number in _figure_numbers() - self._figures_before:
-                pyplot.close(number)
+        if pyplot is None:
+            return
+        new = _figure_numbers() - self._figures_before
+        for figure in _figures_in(values.values()):
+            manager = getattr(figure.canvas, "manager", None)
+            if manager is not None and manager.num in new:
+                pyplot.close(figure)
 
     def show_figures(self) -> None:
         from IPython.display import Image, display
@@ -246,6 +254,20 @@ class Results:
 
 
 _MISSING = object()
+
+
+def _figures_in(values: Any) -> list[Any]:
+    """Matplotlib figures that values are or belong to (a figure, axes, a list of lines)."""
+    from matplotlib.figure import Figure
+
+    found = []
+    for value in values:
+        items = value if type(value) in (list, tuple) else [value]
+        for item in items:
+            figure = item if isinstance(item, Figure) else getattr(item, "figure", None)
+            if isinstance(figure, Figure):
+                found.append(figure)
+    return found
 
 
 def _figure_numbers() -> set[int]:
@@ -286,7 +308,7 @@ def follow_run(
             handle.finish("failed", error)
             restore_message(error)
             lines = getattr(error, "flyte_dask_explanation", None) or explain_failure(
-                error, handle.failed_phase, cell_filename, handle.name, files
+                error, handle.failed_phase, cell_filename, handle.name, files, run=handle
             )
             attach_readable_traceback(error, lines)
             raise

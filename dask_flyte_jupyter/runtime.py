@@ -24,6 +24,7 @@ pickle (``cloudpickle.register_pickle_by_value``), so the image needs no dask_fl
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import sys
@@ -56,7 +57,7 @@ def _size_text(size: float) -> str:
 
 
 def dask_kind(value: object) -> str | None:
-    """"client", "cluster" or "future" for live distributed objects, by class name only."""
+    """ "client", "cluster" or "future" for live distributed objects, by class name only."""
     for klass in type(value).__mro__:
         name = f"{klass.__module__}.{klass.__qualname__}"
         if name == "distributed.client.Client":
@@ -129,11 +130,9 @@ class CellCluster:
     def close(self, *args: Any, **kwargs: Any) -> _Done:
         return _Done()  # it closes when the cell ends
 
-    def __await__(self) -> Iterator[None]:
+    def __await__(self) -> Any:
         # `await LocalCluster(asynchronous=True)` in the cell gives this cluster.
-        if False:  # pragma: no cover - makes this a generator
-            yield
-        return self  # type: ignore[misc]
+        return _ready(self).__await__()
 
     def __enter__(self) -> CellCluster:
         return self
@@ -203,6 +202,10 @@ class DoneFuture:
     def __repr__(self) -> str:
         kind = f", type: {type(self._value).__name__}" if self.status == "finished" else ""
         return f"<DoneFuture: {self.status}{kind}, key: {self.key}>"
+
+
+async def _ready(value: Any) -> Any:
+    return value
 
 
 def _raise(error: BaseException) -> None:
@@ -277,10 +280,8 @@ class Session:
     def stop(self) -> None:
         while self._undo:
             undo = self._undo.pop()
-            try:
+            with contextlib.suppress(Exception):  # the rest of the cleanup must still run
                 undo()
-            except Exception:  # the rest of the cleanup must still run
-                pass
 
     def _untee(self) -> None:
         if sys.stdout is self._tee and self._tee is not None:
@@ -306,15 +307,19 @@ class Session:
             address, kwargs = session._client_arguments(address, args, kwargs)
             original_init(client, address, **kwargs)
 
-        Client.__init__ = client_init  # type: ignore[method-assign]
-        self._undo.append(lambda: setattr(Client, "__init__", original_init))
+        Client.__init__ = client_init  # type: ignore[assignment]
+
+        def undo() -> None:
+            Client.__init__ = original_init  # type: ignore[method-assign]
+
+        self._undo.append(undo)
         # The class itself stays: only the names the cell imports it by are replaced.
         for module_name in _CLUSTER_MODULES:
             module = sys.modules.get(module_name)
             real = getattr(module, "LocalCluster", None)
-            if isinstance(real, type):
-                setattr(module, "LocalCluster", self.cluster_class(real))
-                self._undo.append(lambda m=module, r=real: setattr(m, "LocalCluster", r))
+            if module is not None and isinstance(real, type):
+                _setter(module, "LocalCluster", self.cluster_class(real))()
+                self._undo.append(_setter(module, "LocalCluster", real))
 
     def cluster_class(self, real: type) -> Any:
         """A stand-in for a cluster class: making one gives the cell's own cluster, with a note
@@ -322,7 +327,9 @@ class Session:
         session = self
 
         def make(*args: Any, **kwargs: Any) -> CellCluster:
-            shown = ", ".join([*(repr(a) for a in args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+            shown = ", ".join(
+                [*(repr(a) for a in args), *(f"{k}={v!r}" for k, v in kwargs.items())]
+            )
             flags = _flags_for(kwargs)
             session.note(
                 f"{real.__name__}({shown}) in the cell is this cell's own cluster"
@@ -373,9 +380,7 @@ class Session:
     def place(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
         """Inputs with the dask state of earlier cells put on this cluster: ``DoneFuture`` as
         real futures (same keys), persisted collections brought back as persisted again."""
-        values = tuple(
-            self.cluster_class(v) if _is_cluster_class(v) else v for v in values
-        )
+        values = tuple(self.cluster_class(v) if _is_cluster_class(v) else v for v in values)
         found: dict[Any, DoneFuture] = {}
         collections: dict[int, tuple[Any, dict[Any, Any]]] = {}
         for value in values:
@@ -447,7 +452,9 @@ class Session:
                 report["boxed"].append(name)  # flytekit refuses tuple output values
                 values[name] = [value]
         report["notes"] = list(self.notes)
-        report["figures"] = self._figures_png()
+        # Remotely, figures the kernel would show (inline backend) come back as PNG; locally
+        # the figures are the kernel's own, shown by its backend as in any cell.
+        report["figures"] = self._figures_png() if self.settings.get("figures") else []
         if self._tee is not None:
             report["stdout"] = "".join(self._tee.kept)
         more = extra() if extra is not None else {}  # remote: the cluster's versions
@@ -467,9 +474,7 @@ class Session:
         from distributed import wait
 
         # Futures of a client the cell closed are gone with it, as in a plain notebook.
-        alive = {
-            k: f for k, f in futures.items() if getattr(f.client, "status", "") == "running"
-        }
+        alive = {k: f for k, f in futures.items() if getattr(f.client, "status", "") == "running"}
         wait(list(alive.values()))
         finished = [k for k, f in alive.items() if f.status == "finished"]
         sizes = self._live_client().nbytes(finished, summary=False) if finished else {}
@@ -498,17 +503,11 @@ class Session:
                 status = "cancelled" if future.status == "cancelled" else "error"
                 done[key] = DoneFuture(key, status, exception=_exception_of(future))
         rebuilt = {
-            ident: _rebuild(collection, {k: _data_node(k, done[k]) for k in _future_keys(collection)}, full=True)
+            ident: _rebuild(collection, _data_nodes(collection, done), full=True)
             for ident, collection in collections.items()
         }
         for name in names:
-            n_futures, n_collections = per_name[name]
-            what = []
-            if n_collections:
-                what.append("persisted collection" if n_collections == 1 else f"{n_collections} persisted collections")
-            if n_futures and not n_collections:
-                what.append("future" if n_futures == 1 else f"{n_futures} futures")
-            report["materialized"].append(f"{name} ({', '.join(what)})")
+            report["materialized"].append(_brought_back_text(name, *per_name[name]))
         if names:
             report["materialized_bytes"] = total
         return {name: _replace(value, done, rebuilt, 0) for name, value in values.items()}
@@ -522,8 +521,7 @@ class Session:
         return self.client
 
     def _figures_png(self) -> list[str]:
-        """Figures the cell drew and did not show, as PNG (base64), closed here so that a figure
-        is shown once, locally as remotely."""
+        """Figures the cell drew and did not show, as PNG (base64)."""
         pyplot = sys.modules.get("matplotlib.pyplot")
         if pyplot is None:
             return []
@@ -566,6 +564,15 @@ _CLIENT_KEEPS = frozenset(
         "scheduler_file",
     }
 )
+
+
+def _call_text(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """``1, n_workers=4``: the arguments of a call as the cell wrote them."""
+    return ", ".join([*(repr(a) for a in args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+
+
+def _setter(target: Any, name: str, value: Any) -> Callable[[], None]:
+    return lambda: setattr(target, name, value)
 
 
 def _flags_for(asked: dict[str, Any]) -> str:
@@ -667,7 +674,7 @@ def _brought_back_data(collection: Any) -> dict[Any, Any]:
     """key -> value for a collection that a cell persisted and brought back (its output keys
     hold data), else {}: lazy collections are left as they are."""
     from dask._task_spec import Alias, DataNode
-    from dask.base import flatten
+    from dask.core import flatten
 
     expr = getattr(collection, "expr", None)
     if expr is not None:  # dask.dataframe: only a graph brought back (FromGraph) holds data
@@ -700,10 +707,22 @@ def _brought_back_data(collection: Any) -> dict[Any, Any]:
     return data
 
 
-def _data_node(key: Any, done: DoneFuture) -> Any:
+def _data_nodes(collection: Any, done: dict[Any, DoneFuture]) -> dict[Any, Any]:
+    """The collection's futures as data, for a graph that holds its data in the kernel."""
     from dask._task_spec import DataNode
 
-    return DataNode(key, done.result())
+    return {key: DataNode(key, done[key].result()) for key in _future_keys(collection)}
+
+
+def _brought_back_text(name: str, futures: int, collections: int) -> str:
+    """``x (persisted collection)``, ``futs (5 futures)``: for the summary."""
+    if collections:
+        what = (
+            "persisted collection" if collections == 1 else f"{collections} persisted collections"
+        )
+    else:
+        what = "future" if futures == 1 else f"{futures} futures"
+    return f"{name} ({what})"
 
 
 def _rebuild(collection: Any, replaced: dict[Any, Any], full: bool = False) -> Any:

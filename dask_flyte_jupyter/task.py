@@ -18,7 +18,7 @@ import logging
 import textwrap
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -235,9 +235,19 @@ def _statements(source: str, line: int) -> list[ast.stmt]:
     return nodes
 
 
-def _function_ast(
-    program: CellProgram, params: Mapping[str, str], filename: str
-) -> ast.Module:
+def _inline_figures() -> bool:
+    """Whether this kernel shows the figures a cell draws (matplotlib's inline backend)."""
+    import sys
+
+    matplotlib = sys.modules.get("matplotlib")
+    backend = str(matplotlib.get_backend()) if matplotlib is not None else ""
+    return "inline" in backend
+
+
+_START = "flyte_dask_session = flyte_dask_start(flyte_dask_settings)"
+
+
+def _function_ast(program: CellProgram, params: Mapping[str, str], filename: str) -> ast.Module:
     """The task function as an AST whose statements keep the cell's line numbers.
 
     The cell's statements run inside the run's session (``runtime.py``): opened first, outputs
@@ -272,7 +282,9 @@ def _function_ast(
         # Not `K = ...`: the cell's own `global K` must still come before any binding of K.
         prologue.append(f"globals()[{name!r}] = {params[name]}")
     for handle in program.handles:
-        prologue.append(f"{handle.name} = flyte_dask_session.handle({handle.name!r}, {handle.kind!r})")
+        prologue.append(
+            f"{handle.name} = flyte_dask_session.handle({handle.name!r}, {handle.kind!r})"
+        )
     end = (body[-1].end_lineno or body[-1].lineno) + 1
     collect = _statements(
         "return flyte_dask_session.collect(locals(), globals(), CellOutputs, flyte_dask_extra)",
@@ -293,7 +305,7 @@ def _function_ast(
             kw_defaults=[],
             defaults=[],
         ),
-        body=[*_statements("flyte_dask_session = flyte_dask_start(flyte_dask_settings)", 1), guarded],
+        body=[*_statements(_START, 1), guarded],
         decorator_list=[],
         returns=ast.Name("CellOutputs", ast.Load()),
         lineno=1,
@@ -329,6 +341,7 @@ def run_settings(
         "imports": [binding.name for binding in program.imported],
         "workers": spec.workers.count,
         "remote": remote,
+        "figures": remote and _inline_figures(),
         "limit": int(limit) if limit.isdigit() else psutil.virtual_memory().total // 2,
     }
 
@@ -391,9 +404,7 @@ def build_task(
         "__builtins__": builtins,
         "CellOutputs": cell_outputs,
         "flyte_dask_start": runtime.start,
-        "flyte_dask_settings": run_settings(
-            program, spec, output_names, remote=report_versions
-        ),
+        "flyte_dask_settings": run_settings(program, spec, output_names, remote=report_versions),
         "flyte_dask_extra": None,
         **timing.TIMING_GLOBALS,
     }

@@ -157,7 +157,7 @@ class KernelProbe:
 
         for value in list(self.shell.user_ns.values()):
             cluster = value.cluster if isinstance(value, Client) else value
-            if not isinstance(cluster, Cluster):
+            if not isinstance(cluster, Cluster) or cluster.status.name != "running":
                 continue
             scheduler = getattr(cluster, "scheduler", None)
             if isinstance(scheduler, Scheduler) and id(scheduler) not in self.clusters:
@@ -204,10 +204,11 @@ def _harness_cell(source: str) -> Any:
     return cell
 
 
+# The kernel imports this module from tests/ (appended to sys.path: it shadows nothing).
 PROBE_SETUP = f"""\
 import sys as _sys
-if {str(Path(__file__).parent)!r} not in _sys.path:
-    _sys.path.append({str(Path(__file__).parent)!r})
+if {str(CORPUS.parent)!r} not in _sys.path:
+    _sys.path.append({str(CORPUS.parent)!r})
 from corpus_harness import KernelProbe as _KernelProbe
 _corpus_probe = _KernelProbe(get_ipython())
 del _sys, _KernelProbe

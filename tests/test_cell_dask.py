@@ -226,7 +226,10 @@ def test_global_on_a_notebook_name_works(shell):
 
 
 def test_a_client_of_an_earlier_cell_is_the_later_cells_own(shell):
-    run(shell, "from distributed import Client\nclient = Client()\nfut = client.submit(sum, [1, 2])\n")
+    run(
+        shell,
+        "from distributed import Client\nclient = Client()\nfut = client.submit(sum, [1, 2])\n",
+    )
     first = last_run(shell).name
     assert "client" not in shell.user_ns
     run(shell, "total = client.gather(client.submit(lambda f: f + 1, fut))\n")
@@ -341,7 +344,10 @@ lazy
 def test_too_much_dask_data_fails_before_the_cluster_stops(shell, monkeypatch):
     monkeypatch.setenv("FLYTE_DASK_BRING_BACK_LIMIT", "1000")
     with pytest.raises(MemoryError, match=r"big hold .* more than the notebook kernel can take"):
-        run(shell, "import dask.array as da\nbig = da.random.random(10_000, chunks=1000).persist()\n")
+        run(
+            shell,
+            "import dask.array as da\nbig = da.random.random(10_000, chunks=1000).persist()\n",
+        )
     assert "big" not in shell.user_ns
     assert last_run(shell).status == "failed"
 
@@ -362,8 +368,9 @@ def test_semicolon_and_time_lines_work_as_in_a_notebook(shell, capsys):
     assert shell.user_ns["total"] == 4950
     out = capsys.readouterr().out
     assert re.search(r"^CPU times: user .+, sys: .+, total: .+\nWall time: .+$", out, re.M)
-    assert re.search(r"^\S+ \S+ ± \S+ \S+ per loop \(mean ± std\. dev\. of 2 runs, 2 loops each\)$",
-                     out, re.M)
+    assert re.search(
+        r"^\S+ \S+ ± \S+ \S+ per loop \(mean ± std\. dev\. of 2 runs, 2 loops each\)$", out, re.M
+    )
     result = shell.run_cell("%%flyte_dask --workers 1\n%%time\ny = x.sum().compute()\ny + 1\n")
     assert result.result == 4951
     assert capsys.readouterr().out.count("Wall time:") == 1
@@ -374,22 +381,56 @@ def test_semicolon_and_time_lines_work_as_in_a_notebook(shell, capsys):
 # ---- 8. output once ---------------------------------------------------------------------------
 
 
-def test_a_figure_the_cell_draws_is_shown_once(shell):
+def test_a_figure_the_cell_draws_is_shown_once_by_the_kernels_backend(shell):
     from IPython.utils.capture import capture_output
 
-    shell.run_cell("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt")
-    with capture_output() as shown:
-        result = shell.run_cell(
-            "%%flyte_dask --workers 1 --no-progress\n"
-            "fig, ax = plt.subplots()\n"
-            "ax.plot([1, 2, 3])\n"
-            "ax\n"
-        )
-    assert result.success and type(result.result).__name__ == "Axes"
-    images = [o for o in shown.outputs if "image/png" in o.data]
-    assert len(images) == 1
-    assert base64.b64decode(images[0].data["image/png"])[:4] == b"\x89PNG"
-    import matplotlib.pyplot as plt
+    import matplotlib
+    from matplotlib_inline.backend_inline import configure_inline_support, flush_figures
 
-    assert plt.get_fignums() == []  # nothing left for the inline backend to show again
-    assert shell.user_ns["fig"].axes[0] is not None
+    # What `%matplotlib inline` does in a kernel: the inline backend, shown after each cell.
+    inline = "module://matplotlib_inline.backend_inline"
+    matplotlib.use(inline)
+    matplotlib.interactive(True)
+    configure_inline_support(shell, inline)
+    try:
+        with capture_output() as plain:
+            shell.run_cell("import matplotlib.pyplot as plt\nplt.plot([1, 2])\n")
+        assert len([o for o in plain.outputs if "image/png" in o.data]) == 1
+        shell.run_cell("import matplotlib.pyplot as plt")
+        with capture_output() as shown:
+            result = shell.run_cell(
+                "%%flyte_dask --workers 1 --no-progress\n"
+                "fig, ax = plt.subplots()\n"
+                "ax.plot([1, 2, 3])\n"
+                "ax\n"
+            )
+        assert result.success and type(result.result).__name__ == "Axes"
+        images = [o for o in shown.outputs if "image/png" in o.data]
+        assert len(images) == 1
+        import matplotlib.pyplot as plt
+
+        assert plt.get_fignums() == []  # the unpickled copy is not shown again
+        assert shell.user_ns["fig"].axes[0] is not None
+    finally:
+        if flush_figures in shell.events.callbacks["post_execute"]:
+            shell.events.unregister("post_execute", flush_figures)
+        matplotlib.interactive(False)
+        matplotlib.use("Agg")
+
+
+def test_remote_figures_come_back_as_images_only_where_the_kernel_shows_figures():
+    from dask_flyte_jupyter.cell import analyse_cell
+    from dask_flyte_jupyter.spec import ClusterSpec
+    from dask_flyte_jupyter.task import run_settings
+
+    program = analyse_cell("x = 1\n", {})
+    import matplotlib
+
+    matplotlib.use("Agg")
+    assert run_settings(program, ClusterSpec(), ("x",), remote=True)["figures"] is False
+    matplotlib.use("module://matplotlib_inline.backend_inline")
+    try:
+        assert run_settings(program, ClusterSpec(), ("x",), remote=True)["figures"] is True
+        assert run_settings(program, ClusterSpec(), ("x",), remote=False)["figures"] is False
+    finally:
+        matplotlib.use("Agg")

@@ -11,7 +11,7 @@ from distributed.scheduler import KilledWorker
 from IPython.core.error import UsageError
 from shell_helpers import magics
 
-from dask_flyte_jupyter.errors import explain_failure, restore_message
+from dask_flyte_jupyter.errors import explain_failure, restore_message, unsent_output_text
 from dask_flyte_jupyter.run import RunHandle, TaskCounts, WorkerRestart
 from dask_flyte_jupyter.spec import LocalShape, spec_from_options
 
@@ -164,7 +164,8 @@ def test_tb_shows_the_full_traceback_after_the_short_message(shell, capsys):
 
 def test_top_level_await_keeps_its_clear_message(shell, capsys):
     runs = len(magics(shell).runs)
-    result = shell.run_cell("%%flyte_dask --workers 1\nimport asyncio\nr = await asyncio.sleep(0)\n")
+    cell = "%%flyte_dask --workers 1\nimport asyncio\nr = await asyncio.sleep(0)\n"
+    result = shell.run_cell(cell)
     assert isinstance(result.error_in_exec, UsageError)
     shown = capsys.readouterr()
     text = shown.out + shown.err
@@ -172,3 +173,21 @@ def test_top_level_await_keeps_its_clear_message(shell, capsys):
     assert "Traceback" not in text
     assert len(magics(shell).runs) == runs  # nothing was started
     assert "r" not in shell.user_ns
+
+
+def test_an_unsent_output_is_named_from_flytekits_text_alone():
+    # A remote execution's error is text: what flytekit's pod said about the output.
+    said = (
+        "TypeTransformerFailedError: Failed to convert outputs of task 'cell_f1bb32dd5f' at "
+        "position lock.\n      Failed to convert type <class '_thread.lock'> to type typing.Any "
+        "| None.\n      Error Message: Cannot convert from <unlocked _thread.lock object> to "
+        "typing.Any | None."
+    )
+    assert unsent_output_text(said) == (
+        "output 'lock' cannot be sent back to the notebook: a _thread.lock cannot be pickled; "
+        "leave it out with --outputs or del it at the end of the cell"
+    )
+    value = said.replace("position lock", "position flyte_dask_value")
+    assert unsent_output_text(value).startswith("the cell's last expression cannot be sent back")
+    # a value that does not fit the type the cell annotated is another problem
+    assert unsent_output_text(said.replace("typing.Any | None.\n", "<class 'int'>.\n")) is None

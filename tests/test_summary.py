@@ -43,7 +43,8 @@ def test_dask_dataframe_is_described_from_its_metadata(lazy_frame, loads):
     )
     assert describe_value("s", lazy_frame.x) == "s: dask Series (3 partitions, divisions unknown)"
     known = dd.from_pandas(pd.DataFrame({"a": range(10)}), npartitions=2)
-    assert describe_value("k", known) == "k: dask DataFrame (2 partitions, divisions known, 1 column)"
+    expected = "k: dask DataFrame (2 partitions, divisions known, 1 column)"
+    assert describe_value("k", known) == expected
     assert loads == []
 
 

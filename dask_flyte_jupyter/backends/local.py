@@ -48,6 +48,14 @@ def _on_demand_task_class() -> type:
             self.start_cluster()
             return super().pre_execute(user_params)
 
+        def execute(self, **kwargs: Any) -> Any:
+            try:
+                return super().execute(**kwargs)
+            except Exception as error:
+                # flytekit rewrites the args of a failing task's error; errors.py puts them back.
+                error.flyte_dask_args = error.args  # type: ignore[attr-defined]
+                raise
+
     return OnDemandClusterDaskTask
 
 
