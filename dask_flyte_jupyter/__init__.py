@@ -20,11 +20,16 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def __getattr__(name: str) -> Any:
-    """``dask_flyte_jupyter.ResourcePicker`` without importing ipywidgets at ``%load_ext``."""
+    """``dask_flyte_jupyter.ResourcePicker`` (and the rest) without importing ipywidgets or
+    dask at ``%load_ext``."""
     if name == "ResourcePicker":
         from .picker import ResourcePicker
 
         return ResourcePicker
+    if name == "DoneFuture":  # a future a cell brought back
+        from .dask_state import DoneFuture
+
+        return DoneFuture
     if name == "KernelDefaults":
         from .defaults import KernelDefaults
 

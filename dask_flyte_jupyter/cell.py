@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .dask_state import dask_kind
 from .timing import TIME_NAME, TIMEIT_NAME
 
 # The kernel provides these; a task process has no kernel to ask.
@@ -49,20 +50,6 @@ _FUTURE_MESSAGE = (
     " bring its value into the notebook first (`{name}_value = {name}.result()`) and use that,"
     " or compute it in this cell"
 )
-
-
-def dask_kind(value: object) -> str | None:
-    """ "client", "cluster" or "future" for live distributed objects, by class name only (this
-    module imports no dask)."""
-    for klass in type(value).__mro__:
-        name = f"{klass.__module__}.{klass.__qualname__}"
-        if name == "distributed.client.Client":
-            return "client"
-        if name == "distributed.deploy.cluster.Cluster":
-            return "cluster"
-        if name == "distributed.client.Future":
-            return "future"
-    return None
 
 
 _ScopeKind = Literal["cell", "function", "class", "comprehension"]

@@ -10,8 +10,8 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from .cell import CellError, analyse_cell
-from .notebook_syntax import translate_cell
 from .defaults import KernelDefaults
+from .notebook_syntax import translate_cell
 from .spec import ClusterSpec, SpecError, spec_from_options
 
 #: Options of the magic that map one to one onto ClusterSpec fields (flag -> argparse dest).

@@ -32,13 +32,12 @@ import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .dask_state import dask_kind, materialize, place
+
 #: Name of the output carrying the report (JSON) of a run.
 REPORT_OUTPUT = "flyte_dask_report"
 #: At most this much of what a remote cell prints comes back to the notebook.
 STDOUT_LIMIT = 1 << 20
-# Containers searched for futures, to this depth (a list of dicts of futures is depth 2).
-_CONTAINERS = (list, tuple, dict, set, frozenset)
-_MAX_DEPTH = 4
 # Client arguments that ask for a cluster shape, and the flag that sets it instead.
 _SHAPE_FLAGS = {
     "n_workers": "--workers",
@@ -46,29 +45,6 @@ _SHAPE_FLAGS = {
     "memory_limit": "--worker-mem",
     "processes": "--workers",
 }
-
-
-def _size_text(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return ""
-
-
-def dask_kind(value: object) -> str | None:
-    """ "client", "cluster" or "future" for live distributed objects, by class name only."""
-    for klass in type(value).__mro__:
-        name = f"{klass.__module__}.{klass.__qualname__}"
-        if name == "distributed.client.Client":
-            return "client"
-        if name == "distributed.deploy.cluster.Cluster":
-            return "cluster"
-        if name == "distributed.client.Future":
-            return "future"
-    if isinstance(value, CellCluster):
-        return "cluster"
-    return None
 
 
 class _Done:
@@ -153,63 +129,8 @@ class CellCluster:
         return f"<p>{self!r}</p>".replace("<C", "&lt;C").replace(">", "&gt;", 1)
 
 
-class DoneFuture:
-    """A future of a ``%%flyte_dask`` cell, brought back when the cell's cluster ended: finished,
-    holding its value, or the error that failed or cancelled it.
-
-    A later ``%%flyte_dask`` cell that uses it gets a real future on its own cluster.
-    """
-
-    def __init__(
-        self,
-        key: Any,
-        status: str,
-        value: Any = None,
-        exception: BaseException | None = None,
-    ) -> None:
-        self.key = key
-        self.status = status  # "finished", "error" or "cancelled"
-        self._value = value
-        self._exception = exception
-
-    @property
-    def type(self) -> type | None:
-        return type(self._value) if self.status == "finished" else None
-
-    def done(self) -> bool:
-        return True
-
-    def cancelled(self) -> bool:
-        return self.status == "cancelled"
-
-    def result(self, timeout: float | None = None) -> Any:
-        if self._exception is not None:
-            raise self._exception
-        return self._value
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        return self._exception
-
-    def traceback(self, timeout: float | None = None) -> None:
-        return None
-
-    def add_done_callback(self, fn: Callable[[DoneFuture], Any]) -> None:
-        fn(self)
-
-    def release(self) -> None:
-        return None
-
-    def __repr__(self) -> str:
-        kind = f", type: {type(self._value).__name__}" if self.status == "finished" else ""
-        return f"<DoneFuture: {self.status}{kind}, key: {self.key}>"
-
-
 async def _ready(value: Any) -> Any:
     return value
-
-
-def _raise(error: BaseException) -> None:
-    raise error
 
 
 class _Tee(io.TextIOBase):
@@ -367,7 +288,8 @@ class Session:
             )
         if isinstance(address, str) and address and address != self.address:
             self.note(f"Client({address!r}) in the cell connects to this cell's own cluster")
-        if address is None or isinstance(address, str) or dask_kind(address) == "cluster":
+        cluster = isinstance(address, CellCluster) or dask_kind(address) == "cluster"
+        if address is None or isinstance(address, str) or cluster:
             address = self.cluster
         return address, kwargs
 
@@ -379,33 +301,10 @@ class Session:
 
     def place(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
         """Inputs with the dask state of earlier cells put on this cluster: ``DoneFuture`` as
-        real futures (same keys), persisted collections brought back as persisted again."""
+        real futures (same keys), persisted collections brought back as persisted again; a
+        cluster class the notebook imported makes this cell's cluster."""
         values = tuple(self.cluster_class(v) if _is_cluster_class(v) else v for v in values)
-        found: dict[Any, DoneFuture] = {}
-        collections: dict[int, tuple[Any, dict[Any, Any]]] = {}
-        for value in values:
-            _find_placeable(value, found, collections, 0)
-        if not found and not collections:
-            return values
-        client = self.client
-        futures: dict[Any, Any] = {}
-        finished = {k: f._value for k, f in found.items() if f.status == "finished"}
-        for value_data in (data for _, data in collections.values()):
-            finished.update(value_data)
-        if finished:
-            futures.update(client.scatter(finished, broadcast=False, hash=False))
-        for key, done in found.items():
-            if done.status == "finished":
-                continue
-            future = client.submit(_raise, done._exception, key=key, pure=False)
-            if done.status == "cancelled":
-                future.cancel()
-            futures[key] = future
-        placed = {
-            ident: _rebuild(collection, {k: futures[k] for k in data})
-            for ident, (collection, data) in collections.items()
-        }
-        return tuple(_replace(value, futures, placed, 0) for value in values)
+        return place(values, self.client)
 
     # ---- outputs -------------------------------------------------------------------------
 
@@ -423,7 +322,6 @@ class Session:
             "boxed": [],
             "modules": {},
             "imports": [],
-            "materialized": [],
         }
         for name in self.settings.get("imports", []):
             if name in scope or name in module_scope:
@@ -437,7 +335,7 @@ class Session:
                 report["dropped"][name] = "unbound"
                 values[name] = None
                 continue
-            kind = dask_kind(value)
+            kind = "cluster" if isinstance(value, CellCluster) else dask_kind(value)
             if kind in ("client", "cluster"):
                 report["dropped"][name] = kind
                 values[name] = None
@@ -462,55 +360,11 @@ class Session:
 
     def _materialize(self, values: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
         """Futures and persisted collections among the outputs, with their data in the kernel."""
-        futures: dict[Any, Any] = {}
-        collections: dict[int, Any] = {}
-        per_name: dict[str, tuple[int, int]] = {}
-        for name, value in values.items():
-            before_f, before_c = len(futures), len(collections)
-            _find_futures(value, futures, collections, 0)
-            per_name[name] = (len(futures) - before_f, len(collections) - before_c)
-        if not futures:
-            return values
-        from distributed import wait
-
-        # Futures of a client the cell closed are gone with it, as in a plain notebook.
-        alive = {k: f for k, f in futures.items() if getattr(f.client, "status", "") == "running"}
-        wait(list(alive.values()))
-        finished = [k for k, f in alive.items() if f.status == "finished"]
-        sizes = self._live_client().nbytes(finished, summary=False) if finished else {}
-        total = sum(int(v) for v in sizes.values())
         limit = int(self.settings.get("limit") or 0)
-        names = [n for n, counts in per_name.items() if any(counts)]
-        if limit and total > limit:
-            raise MemoryError(
-                f"{', '.join(names)} hold {_size_text(total)} of dask data on the cell's cluster,"
-                f" more than the notebook kernel can take back ({_size_text(limit)}, half its "
-                "memory): reduce it in the cell (compute a smaller result, or write it to "
-                "storage, e.g. to_parquet), or del these names before the cell ends"
-            )
-        gathered: dict[Any, Any] = {}
-        by_client: dict[int, list[Any]] = {}
-        for key in finished:
-            by_client.setdefault(id(futures[key].client), []).append(futures[key])
-        for group in by_client.values():  # a client gathers only its own futures
-            results = group[0].client.gather(group)
-            gathered.update((f.key, v) for f, v in zip(group, results, strict=True))
-        done: dict[Any, DoneFuture] = {}
-        for key, future in futures.items():
-            if key in gathered:
-                done[key] = DoneFuture(key, "finished", gathered[key])
-            else:
-                status = "cancelled" if future.status == "cancelled" else "error"
-                done[key] = DoneFuture(key, status, exception=_exception_of(future))
-        rebuilt = {
-            ident: _rebuild(collection, _data_nodes(collection, done), full=True)
-            for ident, collection in collections.items()
-        }
-        for name in names:
-            report["materialized"].append(_brought_back_text(name, *per_name[name]))
-        if names:
-            report["materialized_bytes"] = total
-        return {name: _replace(value, done, rebuilt, 0) for name, value in values.items()}
+        materialized = materialize(values, self._live_client(), limit)
+        report["materialized"] = materialized.described
+        report["materialized_bytes"] = materialized.nbytes
+        return materialized.values
 
     def _live_client(self) -> Any:
         """The session's client, or a new one if the cell closed it."""
@@ -599,156 +453,12 @@ def _config_restore(config: dict[str, Any], saved: dict[str, Any]) -> None:
     config.update(saved)
 
 
-def _exception_of(future: Any) -> BaseException:
-    try:
-        error = future.exception(timeout=5)
-    except BaseException as cancelled:  # a cancelled future raises instead
-        return cancelled
-    return error if isinstance(error, BaseException) else RuntimeError(str(error))
-
-
-# ---- walking values for dask state ---------------------------------------------------------
-
-
 def _is_cluster_class(value: object) -> bool:
     """``LocalCluster`` (or another cluster class) imported by the notebook and used here."""
     return isinstance(value, type) and any(
         f"{k.__module__}.{k.__qualname__}" == "distributed.deploy.cluster.Cluster"
         for k in value.__mro__
     )
-
-
-def _is_collection(value: object) -> bool:
-    return hasattr(type(value), "__dask_graph__") and not isinstance(value, type)
-
-
-def _future_keys(collection: Any) -> list[Any]:
-    from distributed import futures_of
-
-    return [f.key for f in futures_of(collection)]
-
-
-def _find_futures(
-    value: Any, futures: dict[Any, Any], collections: dict[int, Any], depth: int
-) -> None:
-    kind = dask_kind(value)
-    if kind == "future":
-        futures.setdefault(value.key, value)
-    elif isinstance(value, _CONTAINERS) and depth < _MAX_DEPTH:
-        items = value.values() if isinstance(value, dict) else value
-        for item in items:
-            if isinstance(item, (*_CONTAINERS, DoneFuture)) or not isinstance(
-                item, (int, float, str, bytes, bool, type(None))
-            ):
-                _find_futures(item, futures, collections, depth + 1)
-    elif _is_collection(value):
-        from distributed import futures_of
-
-        held = futures_of(value)
-        if held:
-            collections[id(value)] = value
-            for future in held:
-                futures.setdefault(future.key, future)
-
-
-def _find_placeable(
-    value: Any,
-    found: dict[Any, DoneFuture],
-    collections: dict[int, tuple[Any, dict[Any, Any]]],
-    depth: int,
-) -> None:
-    if isinstance(value, DoneFuture):
-        found.setdefault(value.key, value)
-    elif isinstance(value, _CONTAINERS) and depth < _MAX_DEPTH:
-        items = value.values() if isinstance(value, dict) else value
-        for item in items:
-            if not isinstance(item, (int, float, str, bytes, bool, type(None))):
-                _find_placeable(item, found, collections, depth + 1)
-    elif _is_collection(value):
-        data = _brought_back_data(value)
-        if data:
-            collections[id(value)] = (value, data)
-
-
-def _brought_back_data(collection: Any) -> dict[Any, Any]:
-    """key -> value for a collection that a cell persisted and brought back (its output keys
-    hold data), else {}: lazy collections are left as they are."""
-    from dask._task_spec import Alias, DataNode
-    from dask.core import flatten
-
-    expr = getattr(collection, "expr", None)
-    if expr is not None:  # dask.dataframe: only a graph brought back (FromGraph) holds data
-        if type(expr).__name__ != "FromGraph":
-            return {}
-        graph = dict(expr.operand("layer"))
-        keys = list(expr.operand("keys"))
-    else:
-        graph_object = collection.__dask_graph__()
-        layers = getattr(graph_object, "layers", None)
-        if layers is not None:
-            if len(layers) != 1:
-                return {}
-            (layer,) = layers.values()
-            if type(layer).__name__ != "MaterializedLayer":
-                return {}
-            graph = dict(layer.mapping)
-        else:
-            graph = dict(graph_object)
-        keys = list(flatten(collection.__dask_keys__()))
-    data = {}
-    for key in keys:
-        node = graph.get(key)
-        seen = 0
-        while isinstance(node, Alias) and seen < 10:
-            key, node, seen = node.target, graph.get(node.target), seen + 1
-        if not isinstance(node, DataNode):
-            return {}
-        data[key] = node.value
-    return data
-
-
-def _data_nodes(collection: Any, done: dict[Any, DoneFuture]) -> dict[Any, Any]:
-    """The collection's futures as data, for a graph that holds its data in the kernel."""
-    from dask._task_spec import DataNode
-
-    return {key: DataNode(key, done[key].result()) for key in _future_keys(collection)}
-
-
-def _brought_back_text(name: str, futures: int, collections: int) -> str:
-    """``x (persisted collection)``, ``futs (5 futures)``: for the summary."""
-    if collections:
-        what = (
-            "persisted collection" if collections == 1 else f"{collections} persisted collections"
-        )
-    else:
-        what = "future" if futures == 1 else f"{futures} futures"
-    return f"{name} ({what})"
-
-
-def _rebuild(collection: Any, replaced: dict[Any, Any], full: bool = False) -> Any:
-    """The collection of the same type with some of its graph's entries replaced. ``full``
-    keeps the rest of the graph (a lazy collection built on persisted data)."""
-    graph = {**dict(collection.__dask_graph__()), **replaced} if full else replaced
-    rebuild, args = collection.__dask_postpersist__()
-    return rebuild(graph, *args)
-
-
-def _replace(value: Any, futures: dict[Any, Any], collections: dict[int, Any], depth: int) -> Any:
-    """``value`` with futures (by key) and collections (by id) replaced."""
-    if dask_kind(value) == "future" or isinstance(value, DoneFuture):
-        return futures.get(value.key, value)
-    if id(value) in collections:
-        return collections[id(value)]
-    if isinstance(value, _CONTAINERS) and depth < _MAX_DEPTH:
-        if isinstance(value, dict):
-            return {k: _replace(v, futures, collections, depth + 1) for k, v in value.items()}
-        items = [_replace(v, futures, collections, depth + 1) for v in value]
-        if all(new is old for new, old in zip(items, value, strict=True)):
-            return value
-        if type(value) in (list, tuple, set, frozenset):
-            return type(value)(items)
-        return value
-    return value
 
 
 def start(settings: dict[str, Any]) -> Session:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import runtime, timing
+from . import dask_state, runtime, timing
 from .cell import CellProgram
 from .notebook_syntax import wrap_cell_timer
 from .spec import ClusterSpec, to_dask_config
@@ -415,6 +415,7 @@ def build_task(
 
         # The job runner has no dask_flyte_jupyter: the session's code travels in the pickle.
         cloudpickle.register_pickle_by_value(runtime)
+        cloudpickle.register_pickle_by_value(dask_state)
         cloudpickle.register_pickle_by_value(timing)
         module_globals["flyte_dask_extra"] = collector(VERSIONS_OUTPUT)
     for module in program.modules:

@@ -5,7 +5,6 @@ crosses the cell boundary (futures, persisted collections, imports)."""
 
 from __future__ import annotations
 
-import base64
 import re
 import threading
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from dask.callbacks import Callback
 from IPython.core.error import UsageError
 from shell_helpers import magics
 
-from dask_flyte_jupyter.runtime import DoneFuture
+from dask_flyte_jupyter.dask_state import DoneFuture
 
 
 class KernelThreads(Callback):  # type: ignore[misc]
@@ -382,9 +381,8 @@ def test_semicolon_and_time_lines_work_as_in_a_notebook(shell, capsys):
 
 
 def test_a_figure_the_cell_draws_is_shown_once_by_the_kernels_backend(shell):
-    from IPython.utils.capture import capture_output
-
     import matplotlib
+    from IPython.utils.capture import capture_output
     from matplotlib_inline.backend_inline import configure_inline_support, flush_figures
 
     # What `%matplotlib inline` does in a kernel: the inline backend, shown after each cell.

@@ -108,7 +108,7 @@ def test_bad_flags_give_one_clear_message_and_start_nothing(shell, line, message
         ("x = 1\ny = (\n", "line 3"),
         ("from os.path import *\n", "line 2: star imports"),
         ("y = undefined_name + 1\n", "name 'undefined_name' is not defined"),
-        ("!ls\n", "IPython syntax"),
+        ("!ls\n", r"shell commands \(`!cmd`\) cannot run inside a Flyte task"),
     ],
 )
 def test_bad_cells_give_one_clear_message_and_start_nothing(shell, cell, message):

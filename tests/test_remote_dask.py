@@ -16,7 +16,7 @@ import flyte_admin
 import pytest
 from flyte_admin import FlyteAdminStandIn
 
-from dask_flyte_jupyter.runtime import DoneFuture
+from dask_flyte_jupyter.dask_state import DoneFuture
 
 IMAGE = "registry.example/team/dask-cells:py3.11"
 

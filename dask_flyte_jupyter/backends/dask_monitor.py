@@ -53,7 +53,7 @@ class TaskMonitor(SchedulerPlugin):  # type: ignore[misc]
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         states = self._states
-        if start in states:
+        if start in states and key in self._seen:  # scattered data arrives in memory unseen
             states[start] -= 1
         if finish in states:
             states[finish] += 1
