@@ -17,8 +17,9 @@ closes it after the last, whatever happens:
   never. What the kernel needs to know about that travels as one JSON report.
 
 Self-contained on purpose: the standard library at module level, dask and distributed imported
-where used, nothing from this package. Remote runs ship this module by value inside the task's
-pickle (``cloudpickle.register_pickle_by_value``), so the image needs no dask_flyte_jupyter.
+where used, nothing from this package but ``dask_state`` and ``timing``, which are shipped the
+same way. Remote runs ship these modules by value inside the task's pickle
+(``cloudpickle.register_pickle_by_value``), so the image needs no dask_flyte_jupyter.
 """
 
 from __future__ import annotations
@@ -68,11 +69,21 @@ class CellCluster:
     def __init__(self, session: Session) -> None:
         self._session = session
         self.scheduler_address = session.address
-        self.dashboard_link = session.settings.get("dashboard") or None
         self.name = "the cell's own cluster"
         from distributed.core import Status
 
         self.status = Status.running
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The dashboard of the cell's scheduler, from the scheduler itself."""
+        from distributed.comm import get_address_host
+        from distributed.utils import format_dashboard_link
+
+        services = self._session.client.scheduler_info(n_workers=0).get("services", {})
+        port = services.get("dashboard")
+        host = get_address_host(self.scheduler_address)
+        return str(format_dashboard_link(host, port)) if port else None
 
     @property
     def workers(self) -> int:
@@ -126,7 +137,9 @@ class CellCluster:
         return f"<CellCluster: {self.workers} workers, scheduler {self.scheduler_address}>"
 
     def _repr_html_(self) -> str:
-        return f"<p>{self!r}</p>".replace("<C", "&lt;C").replace(">", "&gt;", 1)
+        import html
+
+        return f"<p>{html.escape(repr(self))}</p>"
 
 
 async def _ready(value: Any) -> Any:
