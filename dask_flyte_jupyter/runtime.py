@@ -77,7 +77,7 @@ class CellCluster:
     @property
     def dashboard_link(self) -> str | None:
         """The dashboard of the cell's scheduler, from the scheduler itself."""
-        from distributed.comm import get_address_host
+        from distributed.comm.addressing import get_address_host
         from distributed.utils import format_dashboard_link
 
         services = self._session.client.scheduler_info(n_workers=0).get("services", {})

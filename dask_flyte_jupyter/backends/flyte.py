@@ -827,7 +827,8 @@ def attach_execution(
     """``%flyte_dask_attach``: follows an execution started earlier (also by another kernel)
     and writes its outputs into the notebook; returns the value of the cell's last expression."""
     from ..display import progress_mode
-    from ..execute import Results, follow_run, prepare_flytekit
+    from ..execute import follow_run, prepare_flytekit
+    from ..results import Results
 
     shell = magics.shell
     prepare_flytekit(shell)
