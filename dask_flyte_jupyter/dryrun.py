@@ -15,10 +15,10 @@ import sys
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 from .cell import CellProgram
+from .image import OLD_COMMANDS_REMOVED
 from .manifest import (
     ManifestError,
     build_manifest,
@@ -29,7 +29,7 @@ from .manifest import (
 from .spec import ClusterSpec
 
 #: Flyte v1 backends (through 1.16) start dask with the commands this release removed.
-DISTRIBUTED_WITHOUT_OLD_COMMANDS = (2026, 6)
+DISTRIBUTED_WITHOUT_OLD_COMMANDS = OLD_COMMANDS_REMOVED
 #: Heads the YAML: what the Flyte deployment adds at run time, so nobody mistakes it for missing.
 YAML_HEADER = (
     "# Filled in by Flyte at run time, not shown: the execution's generated name, namespace,\n"
@@ -187,20 +187,14 @@ def dask_in_image(image: str) -> tuple[int, int] | None:
     return (int(match[1]), int(match[2])) if match else None
 
 
-def _version(text: str | None) -> tuple[int, int] | None:
-    match = re.match(r"(\d+)\.(\d+)", text or "")
-    return (int(match[1]), int(match[2])) if match else None
-
-
 def collect_warnings(
     template: Mapping[str, Any],
     manifest: Mapping[str, Any],
     *,
-    placeholder_image: bool,
     kernel_python: tuple[int, int],
-    kernel_distributed: str | None,
 ) -> list[str]:
-    """What is known to fail (or be changed) on a real cluster, as short sentences."""
+    """What is known to fail (or be changed) on a real cluster, as short sentences. (The
+    default image has the old dask commands as shims: ``image.shim_commands``.)"""
     warnings: list[str] = []
     old_backend = (
         "Flyte v1 backends (through 1.16) start the cluster with `dask-scheduler` / "
@@ -220,16 +214,6 @@ def collect_warnings(
                 f"image {image} has dask {dask_version[0]}.{dask_version[1]}: {old_backend}; "
                 "use an image with distributed<2026.6"
             )
-    kernel_version = _version(kernel_distributed)
-    if (
-        placeholder_image
-        and kernel_version is not None
-        and kernel_version >= DISTRIBUTED_WITHOUT_OLD_COMMANDS
-    ):
-        warnings.append(
-            f"the default image would pin this kernel's distributed {kernel_distributed}: "
-            f"{old_backend}; pass --image with distributed<2026.6"
-        )
     warnings += resource_conflicts(template)
     return warnings
 
@@ -307,18 +291,9 @@ def dry_run(program: CellProgram, spec: ClusterSpec, namespace: Mapping[str, obj
     warnings = collect_warnings(
         template,
         manifest,
-        placeholder_image=spec.image is None,
         kernel_python=(sys.version_info.major, sys.version_info.minor),
-        kernel_distributed=_installed("distributed"),
     )
     return DryRun(task=facts, manifest=manifest, warnings=warnings)
-
-
-def _installed(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def show_dry_run(

@@ -29,6 +29,12 @@ BASE_PACKAGES = ("flytekit", "flytekitplugins-dask", "dask", "distributed")
 IMAGE_NAME = "flyte-dask-jupyter"
 #: Registry the default image is pushed to and pulled from, e.g. ``ghcr.io/my-team``.
 REGISTRY_VARIABLE = "FLYTE_DASK_IMAGE_REGISTRY"
+#: distributed removed ``dask-scheduler`` / ``dask-worker`` in this release; Flyte's v1 dask
+#: plugin (through 1.16) still starts the scheduler and the workers with them.
+OLD_COMMANDS_REMOVED = (2026, 6)
+#: The old commands and what they became: the default image gets them back as thin shims, so it
+#: keeps the kernel's distributed and still starts on a Flyte v1 backend.
+OLD_COMMANDS = {"dask-scheduler": "scheduler", "dask-worker": "worker"}
 #: Seconds to wait for ``docker version`` when checking for a usable Docker.
 DOCKER_CHECK_TIMEOUT = 5.0
 # Distributions that come with (or are) the Python interpreter: never pinned into an image.
@@ -47,6 +53,7 @@ class DefaultImage:
     python: str  # "3.11"
     packages: tuple[str, ...]  # pinned requirements, base packages first
     unresolved: tuple[str, ...]  # modules the cell imports that no installed package provides
+    shims: tuple[str, ...] = ()  # old dask commands the image adds (``OLD_COMMANDS``)
 
     @property
     def name(self) -> str:
@@ -56,6 +63,8 @@ class DefaultImage:
     def describe(self) -> str:
         """One line: what the image holds."""
         text = f"ImageSpec from this kernel: python {self.python}; {', '.join(self.packages)}"
+        if self.shims:
+            text += f"; {' / '.join(self.shims)} shims for Flyte v1 backends"
         if self.unresolved:
             text += f"; not installable (not in the image): {', '.join(self.unresolved)}"
         return text
@@ -111,14 +120,43 @@ def default_image(imports: Iterable[str] = (), registry: str | None = None) -> D
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     if registry is None:
         registry = os.environ.get(REGISTRY_VARIABLE) or None
+    shims = needs_old_commands(_distribution_version("distributed"))
     spec = ImageSpec(
         name=IMAGE_NAME,
         python_version=python,
         packages=packages,
         registry=registry,
+        commands=shim_commands() if shims else None,
         tag_format=f"py{python.replace('.', '')}-{{spec_hash}}",  # the tag names the Python
     )
-    return DefaultImage(spec, python, tuple(packages), tuple(unresolved))
+    return DefaultImage(
+        spec, python, tuple(packages), tuple(unresolved), tuple(OLD_COMMANDS) if shims else ()
+    )
+
+
+def needs_old_commands(distributed_version: str | None) -> bool:
+    """Whether an image with this distributed lacks ``dask-scheduler`` / ``dask-worker``."""
+    if not distributed_version:
+        return False
+    try:
+        year, month = (int(part) for part in distributed_version.split(".")[:2])
+    except ValueError:
+        return False
+    return (year, month) >= OLD_COMMANDS_REMOVED
+
+
+def shim_commands() -> list[str]:
+    """Image build steps (run after the packages are installed) that put ``dask-scheduler`` and
+    ``dask-worker`` next to the image's ``dask`` command, each passing its arguments on to
+    ``dask scheduler`` / ``dask worker`` (the same options: ``--name``, ``--nthreads``...)."""
+    commands = []
+    for old, new in OLD_COMMANDS.items():
+        commands.append(
+            'bin="$(dirname "$(command -v dask)")" && '
+            f"printf '#!/bin/sh\\nexec \"%s\" {new} \"$@\"\\n' \"$bin/dask\" > \"$bin/{old}\" && "
+            f'chmod +x "$bin/{old}"'
+        )
+    return commands
 
 
 def docker_available() -> bool:

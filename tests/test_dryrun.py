@@ -170,13 +170,14 @@ def test_python_mismatch_warns(namespace: dict[str, Any]) -> None:
     )
 
 
-def test_default_image_warns_about_distributed_on_flyte_v1(increment: DryRun) -> None:
+def test_default_image_brings_the_old_dask_commands_for_flyte_v1(increment: DryRun) -> None:
     from importlib.metadata import version
 
-    assert version("distributed") >= "2026.6"  # the kernel's, which the default image would pin
-    (warning,) = increment.warnings
-    assert "dask-scheduler" in warning and "distributed<2026.6" in warning
-    assert version("distributed") in warning
+    assert version("distributed") >= "2026.6"  # the kernel's, which the default image pins
+    assert increment.warnings == []
+    contents = increment.task["image_contents"]
+    assert f"distributed=={version('distributed')}" in contents
+    assert "dask-scheduler / dask-worker shims for Flyte v1 backends" in contents
 
 
 def test_dask_image_with_new_distributed_warns(namespace: dict[str, Any]) -> None:
@@ -207,9 +208,7 @@ def test_requests_above_limits_warn() -> None:
         "custom": {"scheduler": {}, "workers": {"numberOfWorkers": 1, "resources": workers}},
     }
     manifest = build_manifest(template)
-    warnings = collect_warnings(
-        template, manifest, placeholder_image=False, kernel_python=KERNEL, kernel_distributed=None
-    )
+    warnings = collect_warnings(template, manifest, kernel_python=KERNEL)
     assert warnings == [
         "workers: memory request 8Gi is above its limit 4Gi (Flyte lowers the request to the limit)"
     ]
@@ -253,7 +252,9 @@ def dry_run_magic(shell: Any, line: str, cell: str) -> Any:
 def test_dry_run_in_the_shell_displays_and_changes_nothing(shell: Any) -> None:
     shell.run_cell("def inc(x):\n    return x + 1\nn = 10", store_history=False)
     runs = len(magics(shell).runs)
-    result = dry_run_magic(shell, f"{INCREMENT_LINE} --dry-run --out planned", INCREMENT)
+    # an image for another Python, so that there is a warning to show
+    line = f"{INCREMENT_LINE} --image repo/img:py3.9 --dry-run --out planned"
+    result = dry_run_magic(shell, line, INCREMENT)
     assert isinstance(result, DryRun) and shell.user_ns["planned"] is result
     assert len(magics(shell).runs) == runs
     assert "result" not in shell.user_ns and "workers_seen" not in shell.user_ns

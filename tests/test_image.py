@@ -184,3 +184,101 @@ def test_remote_task_version_follows_the_image(builder_plugin, monkeypatch):
     assert default == version(None) and default not in (version("repo/a:1"), version("repo/a:2"))
     monkeypatch.setenv(REGISTRY_VARIABLE, "ghcr.io/elsewhere")  # another default image
     assert version(None) != default
+
+
+# ---- the old dask commands, for Flyte v1 backends ---------------------------------------------
+
+
+def test_default_image_adds_the_old_dask_commands_when_distributed_lacks_them():
+    from dask_flyte_jupyter.image import needs_old_commands, shim_commands
+
+    image = default_image((), registry=REGISTRY)
+    assert needs_old_commands(version("distributed"))  # 2026.6 removed them
+    assert image.spec.commands == shim_commands()
+    assert image.shims == ("dask-scheduler", "dask-worker")
+    assert not needs_old_commands("2026.5.1") and not needs_old_commands(None)
+
+
+def test_the_shims_start_a_cluster_with_flyte_v1_command_lines(tmp_path):
+    """The image's build steps, run in a bin directory of their own, then the scheduler and a
+    worker started the way Flyte v1.16's dask plugin starts them (``dask-scheduler``;
+    ``dask-worker --name … --nthreads … --memory-limit …``, the address from
+    ``DASK_SCHEDULER_ADDRESS`` as the dask operator sets it)."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    from distributed import Client
+
+    from dask_flyte_jupyter.image import shim_commands
+
+    image_bin = tmp_path / "bin"
+    image_bin.mkdir()
+    dask_command = shutil.which("dask", path=os.path.dirname(sys.executable))
+    assert dask_command is not None
+    (image_bin / "dask").symlink_to(dask_command)
+    env = {**os.environ, "PATH": f"{image_bin}{os.pathsep}{os.environ['PATH']}"}
+    for command in shim_commands():
+        subprocess.run(["sh", "-c", command], env=env, check=True, timeout=30)
+    assert os.access(image_bin / "dask-scheduler", os.X_OK)
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    pod_env = {**env, "DASK_SCHEDULER_ADDRESS": address}
+    scheduler = subprocess.Popen(
+        [
+            str(image_bin / "dask-scheduler"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dashboard-address",
+            ":0",
+        ],
+        env=pod_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    worker = subprocess.Popen(
+        [
+            str(image_bin / "dask-worker"),
+            "--name",
+            "flyte-worker-0",
+            "--nthreads",
+            "2",
+            "--memory-limit",
+            "512Mi",
+            "--no-nanny",
+        ],
+        env=pod_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client = Client(address, timeout=5, set_as_default=False)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the shim scheduler did not start"
+                time.sleep(0.5)
+        with client:
+            client.wait_for_workers(1, timeout=60)
+            (info,) = client.scheduler_info()["workers"].values()
+            assert (info["name"], info["nthreads"]) == ("flyte-worker-0", 2)
+            assert info["memory_limit"] == 512 * 2**20
+            assert client.submit(sum, [1, 2]).result() == 3
+    finally:
+        for process in (worker, scheduler):
+            process.terminate()
+        for process in (worker, scheduler):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
