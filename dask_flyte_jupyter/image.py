@@ -153,7 +153,7 @@ def shim_commands() -> list[str]:
     for old, new in OLD_COMMANDS.items():
         commands.append(
             'bin="$(dirname "$(command -v dask)")" && '
-            f"printf '#!/bin/sh\\nexec \"%s\" {new} \"$@\"\\n' \"$bin/dask\" > \"$bin/{old}\" && "
+            f'printf \'#!/bin/sh\\nexec "%s" {new} "$@"\\n\' "$bin/dask" > "$bin/{old}" && '
             f'chmod +x "$bin/{old}"'
         )
     return commands
