@@ -13,7 +13,7 @@ value like ``runtime.py``, so only the standard library at module level.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,7 +115,7 @@ def materialize(values: dict[str, Any], client: Any, limit: int) -> Materialized
     counts: dict[str, tuple[int, int]] = {}
     for name, value in values.items():
         before = len(futures), len(collections)
-        _find_futures(value, futures, collections, 0)
+        _find_futures(value, futures, collections)
         counts[name] = (len(futures) - before[0], len(collections) - before[1])
     if not futures:
         return Materialized(values)
@@ -152,7 +152,7 @@ def place(values: tuple[Any, ...], client: Any) -> tuple[Any, ...]:
     found: dict[Any, DoneFuture] = {}
     collections: dict[int, tuple[Any, dict[Any, Any]]] = {}
     for value in values:
-        _find_placeable(value, found, collections, 0)
+        _find_placeable(value, found, collections)
     if not found and not collections:
         return values
     data = {k: f._value for k, f in found.items() if f.status == "finished"}
@@ -214,7 +214,8 @@ def _described(name: str, futures: int, collections: int) -> str:
     return f"{name} ({what})"
 
 
-def _is_collection(value: object) -> bool:
+def is_collection(value: object) -> bool:
+    """A dask collection (array, bag, dataframe, delayed...), checked without importing dask."""
     return hasattr(type(value), "__dask_graph__") and not isinstance(value, type)
 
 
@@ -224,41 +225,40 @@ def _future_keys(collection: Any) -> list[Any]:
     return [f.key for f in futures_of(collection)]
 
 
-def _find_futures(
-    value: Any, futures: dict[Any, Any], collections: dict[int, Any], depth: int
-) -> None:
-    if dask_kind(value) == "future":
-        futures.setdefault(value.key, value)
-    elif isinstance(value, _CONTAINERS) and depth < _MAX_DEPTH:
+def _leaves(value: Any, depth: int = 0) -> Iterator[Any]:
+    """``value``, or the non-scalar items inside it when it is a container (to _MAX_DEPTH)."""
+    if isinstance(value, _CONTAINERS) and depth < _MAX_DEPTH:
         for item in value.values() if isinstance(value, dict) else value:
             if not isinstance(item, _SCALARS):
-                _find_futures(item, futures, collections, depth + 1)
-    elif _is_collection(value):
-        from distributed import futures_of
+                yield from _leaves(item, depth + 1)
+    else:
+        yield value
 
-        held = futures_of(value)
-        if held:
-            collections[id(value)] = value
-            for future in held:
-                futures.setdefault(future.key, future)
+
+def _find_futures(value: Any, futures: dict[Any, Any], collections: dict[int, Any]) -> None:
+    for leaf in _leaves(value):
+        if dask_kind(leaf) == "future":
+            futures.setdefault(leaf.key, leaf)
+        elif is_collection(leaf):
+            from distributed import futures_of
+
+            held = futures_of(leaf)
+            if held:
+                collections[id(leaf)] = leaf
+                for future in held:
+                    futures.setdefault(future.key, future)
 
 
 def _find_placeable(
-    value: Any,
-    found: dict[Any, DoneFuture],
-    collections: dict[int, tuple[Any, dict[Any, Any]]],
-    depth: int,
+    value: Any, found: dict[Any, DoneFuture], collections: dict[int, tuple[Any, dict[Any, Any]]]
 ) -> None:
-    if isinstance(value, DoneFuture):
-        found.setdefault(value.key, value)
-    elif isinstance(value, _CONTAINERS) and depth < _MAX_DEPTH:
-        for item in value.values() if isinstance(value, dict) else value:
-            if not isinstance(item, _SCALARS):
-                _find_placeable(item, found, collections, depth + 1)
-    elif _is_collection(value):
-        data = _brought_back_data(value)
-        if data:
-            collections[id(value)] = (value, data)
+    for leaf in _leaves(value):
+        if isinstance(leaf, DoneFuture):
+            found.setdefault(leaf.key, leaf)
+        elif is_collection(leaf):
+            data = _brought_back_data(leaf)
+            if data:
+                collections[id(leaf)] = (leaf, data)
 
 
 def _brought_back_data(collection: Any) -> dict[Any, Any]:

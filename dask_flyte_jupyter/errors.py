@@ -15,6 +15,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .run import memory_text
+from .task import VALUE_OUTPUT as _VALUE_OUTPUT
 
 if TYPE_CHECKING:
     from .run import RunHandle
@@ -25,9 +26,7 @@ _FLYTEKIT_PREFIX = re.compile(r"^Error encountered while executing '[^']*':\n  "
 _OUTPUT_POSITION = re.compile(r"Failed to convert outputs of task '[^']*' at position (\w+)")
 #: distributed's KilledWorker message (its args are gone once flytekit has rewritten them).
 _KILLED_WORKER = re.compile(r"Attempted to run task (.+?) on (\d+) different workers")
-#: The output carrying the cell's last expression (task.VALUE_OUTPUT); the task's own outputs
-#: (the value, bookkeeping, reports) all have names with this prefix, which cells cannot use.
-_VALUE_OUTPUT = "flyte_dask_value"
+#: The task's own outputs (the value, the report) all have names with this prefix.
 _RESERVED_PREFIX = "flyte_dask_"
 
 
@@ -306,12 +305,18 @@ def _unsent_output(error: BaseException) -> str | None:
         )
     if reason is None:
         return None  # not a pickling problem (a value that does not fit its annotation, ...)
+    others = [n for n in values if n != name and not n.startswith(_RESERVED_PREFIX)]
+    return _cannot_send_back(name, reason, others)
+
+
+def _cannot_send_back(name: str, reason: str, others: list[str] | None = None) -> str:
+    """The message for output ``name`` that cannot be pickled; ``others``: the outputs that
+    can stay, for the ``--outputs`` hint."""
     if name == _VALUE_OUTPUT:
         return (
             f"the cell's last expression cannot be sent back to the notebook: {reason}; "
             "end the cell with a statement instead, or put `;` after it"
         )
-    others = [n for n in values if n != name and not n.startswith(_RESERVED_PREFIX)]
     outputs = f"--outputs {','.join(others)}" if others else "--outputs"
     return (
         f"output {name!r} cannot be sent back to the notebook: {reason}; "
@@ -333,16 +338,7 @@ def unsent_output_text(message: str) -> str | None:
     pickled = _PICKLE_CONVERSION.search(message)
     if position is None or pickled is None:
         return None
-    reason = f"a {pickled.group('type')} cannot be pickled"
-    if position.group(1) == _VALUE_OUTPUT:
-        return (
-            f"the cell's last expression cannot be sent back to the notebook: {reason}; "
-            "end the cell with a statement instead, or put `;` after it"
-        )
-    return (
-        f"output {position.group(1)!r} cannot be sent back to the notebook: {reason}; "
-        "leave it out with --outputs or del it at the end of the cell"
-    )
+    return _cannot_send_back(position.group(1), f"a {pickled.group('type')} cannot be pickled")
 
 
 def _tracebacks(error: BaseException) -> Iterator[TracebackType]:

@@ -16,6 +16,7 @@ from IPython.core.error import UsageError
 
 from .backends.local import LocalBackend
 from .cell import CellProgram
+from .dask_state import is_collection
 from .display import progress_mode, show_progress
 from .errors import attach_readable_traceback, explain_failure, restore_message
 from .results import Results
@@ -138,7 +139,8 @@ def refuse_notebook_dask_state(program: CellProgram, namespace: dict[str, Any]) 
     for name in program.inputs:
         value = namespace[name]
         try:
-            held = futures_of(value) if _may_hold_futures(value) else []
+            may_hold = is_collection(value) or type(value) in (list, tuple, dict, set)
+            held = futures_of(value) if may_hold else []
         except Exception:  # a value we cannot look into is not a future
             held = []
         if held:
@@ -149,12 +151,6 @@ def refuse_notebook_dask_state(program: CellProgram, namespace: dict[str, Any]) 
                 f"instead, or bring its data into the notebook first ({name} = "
                 f"{name}.compute() or client.gather({name}))"
             )
-
-
-def _may_hold_futures(value: object) -> bool:
-    if hasattr(type(value), "__dask_graph__") and not isinstance(value, type):
-        return True
-    return type(value) in (list, tuple, dict, set)
 
 
 def follow_run(

@@ -11,7 +11,6 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from .cell import CellError, analyse_cell
 from .defaults import KernelDefaults
-from .notebook_syntax import translate_cell
 from .spec import ClusterSpec, SpecError, spec_from_options
 
 #: Options of the magic that map one to one onto ClusterSpec fields (flag -> argparse dest).
@@ -185,6 +184,8 @@ class FlyteDaskMagics(Magics):
                 {flag: getattr(args, dest) for flag, dest in SPEC_FLAGS.items()},
                 base=self.defaults,
             )
+            from .notebook_syntax import translate_cell  # on the first cell, not at %load_ext
+
             translated = translate_cell(cell)
             program = analyse_cell(
                 translated.source,

@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..cell import CellProgram
+from ..errors import unsent_output_text
 from ..run import RunHandle
 from ..spec import ClusterSpec, WorkerSpec
 from ..task import VERSIONS_OUTPUT, CellTask, build_task, quiet_flytekit
@@ -695,7 +696,8 @@ class FlyteBackend:
             lines += textwrap.indent(head, "  ").splitlines()
             if "convert" in message.lower():
                 lines.append(
-                    "An input or output of the cell could not be converted to its Flyte type: "
+                    unsent_output_text(message)
+                    or "An input or output of the cell could not be converted to its Flyte type: "
                     "leave it out with --inputs / --outputs, or build it inside the cell."
                 )
             else:
