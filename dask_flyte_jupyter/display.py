@@ -252,7 +252,7 @@ class RunTable:
             record["started"],
             f"{run.duration:.1f}s",
             record["used"] or "-",
-            "hit" if run.cache_hit else ("miss" if run.spec.cache else "off"),
+            run.cache_text,
             ", ".join(run.outputs) or "-",
             run.dashboard_link or next(iter(run.links.values()), "-"),
         )

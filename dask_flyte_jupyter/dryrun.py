@@ -12,28 +12,23 @@ import html
 import re
 import shlex
 import sys
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .cell import CellProgram
 from .image import OLD_COMMANDS_REMOVED
-from .manifest import (
-    ManifestError,
-    build_manifest,
-    resource_conflicts,
-    to_yaml,
-    validate_manifest,
-)
+from .k8s import ManifestError, to_yaml, validate_manifest
+from .manifest import resource_conflicts
 from .spec import ClusterSpec
 
 #: Flyte v1 backends (through 1.16) start dask with the commands this release removed.
 DISTRIBUTED_WITHOUT_OLD_COMMANDS = OLD_COMMANDS_REMOVED
 #: Heads the YAML: what the Flyte deployment adds at run time, so nobody mistakes it for missing.
 YAML_HEADER = (
-    "# Filled in by Flyte at run time, not shown: the execution's generated name, namespace,\n"
-    "# labels, FLYTE_INTERNAL_* variables, and platform default resources where none are set.\n"
+    "# As Flyte v1.16's dask plugin builds it with the platform values above. Filled in at run\n"
+    "# time, not shown: the execution's generated name, namespace, labels, annotations,\n"
+    "# service account, FLYTE_INTERNAL_* variables and the uploaded code's address.\n"
 )
 
 # `py3.10`, `python3.12`, `-py310`, `py39` in an image tag.
@@ -61,6 +56,8 @@ class DryRun:
 
     task: dict[str, Any]
     manifest: dict[str, Any]
+    #: the TaskTemplate ``--remote`` registers (protobuf JSON; the code's address a placeholder)
+    template: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -84,6 +81,9 @@ class DryRun:
             ("scheduler", _resources_text(t["resources"]["scheduler"])),
             ("workers", f"{t['workers']} × {_resources_text(t['resources']['worker'])}"),
             ("job runner", _resources_text(t["resources"]["job-runner"])),
+            ("cluster", t["shape"]),
+            *t["platform"],
+            *([("pod template", t["pod_template"])] if t["pod_template"] else []),
             ("args", shlex.join(t["args"])),
         ]
 
@@ -232,35 +232,83 @@ def _container_resources(pod: Mapping[str, Any]) -> dict[str, Any]:
     return dict(pod["containers"][0].get("resources", {}))
 
 
-def default_image(imports: tuple[str, ...] = ()) -> Any:
-    """The default task image of a cell importing ``imports``: an ``image.DefaultImage`` (the
-    ImageSpec from this kernel's environment that a remote run builds if it is missing)."""
-    from .image import default_image as image_from_kernel
+def _platform(backend: Any, read_admin: bool) -> tuple[Any, list[str]]:
+    """The deployment's values for the dry run: the platform file's, and with a Flyte config
+    the TASK_RESOURCE attributes Flyte Admin has (one read; nothing is registered)."""
+    from .platform import PlatformError, platform_from_environment
 
-    return image_from_kernel(imports)
+    try:
+        platform = platform_from_environment()
+    except PlatformError as error:
+        raise ValueError(str(error)) from None
+    if not read_admin:
+        return platform, []
+    try:
+        return backend.read_platform(backend.connect()), []
+    except Exception as error:  # unreachable, refused...: the dry run still shows the rest
+        return platform, [f"could not read the platform's task resources from Flyte Admin: {error}"]
 
 
-def serialize(task: Any, image: str, version: str) -> Any:
-    """The task's ``TaskTemplate`` model, exactly as registration would serialize it."""
-    from flytekit.configuration import ImageConfig, SerializationSettings
-    from flytekit.tools.translator import get_serializable
+def _platform_warnings(translation: Any, template: Mapping[str, Any], platform: Any) -> list[str]:
+    warnings = []
+    source = platform.resources_from if platform.resources_known else "the platform"
+    for role, lowered in translation.clamped.items():
+        warnings.append(f"{source}'s limits lower the {role}'s {', '.join(lowered)}")
+    if translation.pod_template and not translation.pod_template_known:
+        warnings.append(
+            f"pod template {translation.pod_template!r} is merged into all three pods at run "
+            "time; its contents are not known here (add them to the platform file's "
+            "pod_templates to see them), and Flyte fails the task if it does not exist"
+        )
+    interruptible_keys = [k for k in platform.k8s if k.startswith("interruptible-")]
+    if (template.get("metadata") or {}).get("interruptible") and not interruptible_keys:
+        warnings.append(
+            "--interruptible: your cluster's interruptible tolerations, node selector and "
+            "affinity are not known here, so none are shown; Flyte adds them to the workers at "
+            "run time (give them in the platform file's plugins.k8s to see them)"
+        )
+    if translation.accelerator_unplaced:
+        accelerator = template["extendedResources"]["gpuAccelerator"]
+        warnings.append(
+            f"--accelerator {accelerator.get('device')}: Flyte v1.16 places pods by the "
+            "accelerator only when the task's own container requests a GPU; the workers get "
+            "theirs afterwards, so no pod gets its node selector or toleration"
+        )
+    return warnings
 
-    settings = SerializationSettings(image_config=ImageConfig.from_images(image), version=version)
-    return get_serializable(OrderedDict(), settings, task).template
 
-
-def dry_run(program: CellProgram, spec: ClusterSpec, namespace: Mapping[str, object]) -> DryRun:
-    """Builds the cell's task and its DaskJob without running or starting anything."""
+def dry_run(
+    program: CellProgram,
+    spec: ClusterSpec,
+    namespace: Mapping[str, object],
+    connection: Any = None,
+    *,
+    read_admin: bool = False,
+) -> DryRun:
+    """Builds the cell's task as ``--remote`` would (the same build and serialization, without
+    uploading or registering) and the DaskJob Flyte v1.16 creates for it on this platform."""
     from google.protobuf.json_format import MessageToDict
 
-    from .task import build_task
+    from .backends.flyte import Connection, FlyteBackend
+    from .image import ImageError, check_buildable
+    from .manifest import translate, worker_shape
+    from .registration import registered_template
 
-    cell_task = build_task(program, spec, namespace)  # a plain DaskTask: never the local backend
-    default = default_image(program.imports) if spec.image is None else None
-    image = str(default.name) if default is not None else str(spec.image)
-    model = serialize(cell_task.task, image, cell_task.version)
+    backend = FlyteBackend(connection or Connection())
+    _, _, project, domain, _ = backend.connection.load()
+    warnings: list[str] = []
+    cell_task = backend.build(program, spec, namespace, check_image=False)
+    default = backend.default_image
+    if default is not None:
+        try:
+            check_buildable(default)
+        except ImageError as error:
+            warnings.append(f"--remote would stop here: {error}")
+    model = registered_template(cell_task.task, project, domain, cell_task.version)
     template: dict[str, Any] = MessageToDict(model.to_flyte_idl())
-    manifest = build_manifest(template)
+    platform, admin_warnings = _platform(backend, read_admin)
+    translation = translate(template, platform=platform)
+    manifest = translation.manifest
     validate_manifest(manifest)  # a failure here is our bug, never the user's
 
     def types(variables: Mapping[str, Any]) -> dict[str, str]:
@@ -268,6 +316,7 @@ def dry_run(program: CellProgram, spec: ClusterSpec, namespace: Mapping[str, obj
 
     job = manifest["spec"]
     cluster = job["cluster"]["spec"]
+    workers, nthreads, memory = worker_shape(manifest)
     facts = {
         "name": model.id.name,
         "version": model.id.version,
@@ -281,6 +330,9 @@ def dry_run(program: CellProgram, spec: ClusterSpec, namespace: Mapping[str, obj
         "cache_version": model.metadata.discovery_version or None,
         "interruptible": bool(model.metadata.interruptible),
         "workers": cluster["worker"]["replicas"],
+        "shape": f"{workers} workers × --nthreads {nthreads} --memory-limit {memory}",
+        "platform": platform.describe(),
+        "pod_template": translation.pod_template,
         "resources": {
             "job-runner": _container_resources(job["job"]["spec"]),
             "scheduler": _container_resources(cluster["scheduler"]["spec"]),
@@ -288,16 +340,22 @@ def dry_run(program: CellProgram, spec: ClusterSpec, namespace: Mapping[str, obj
         },
         "args": list(model.container.args),
     }
-    warnings = collect_warnings(
+    warnings += admin_warnings
+    warnings += collect_warnings(
         template,
         manifest,
         kernel_python=(sys.version_info.major, sys.version_info.minor),
     )
-    return DryRun(task=facts, manifest=manifest, warnings=warnings)
+    warnings += _platform_warnings(translation, template, platform)
+    return DryRun(task=facts, manifest=manifest, template=template, warnings=warnings)
 
 
 def show_dry_run(
-    magics: Any, program: CellProgram, spec: ClusterSpec, out_var: str | None = None
+    magics: Any,
+    program: CellProgram,
+    spec: ClusterSpec,
+    out_var: str | None = None,
+    connection: Any = None,
 ) -> DryRun:
     """What ``%%flyte_dask --dry-run`` does: build the DryRun, store it in ``--out``, return it
     (so the cell displays it). User errors become one ``UsageError``, as for a real run."""
@@ -308,7 +366,9 @@ def show_dry_run(
     shell = magics.shell
     prepare_flytekit(shell)
     try:
-        result = dry_run(program, spec, shell.user_ns)
+        result = dry_run(
+            program, spec, shell.user_ns, connection, read_admin=connection is not None
+        )
     except ManifestError:
         raise  # a manifest the CRD rejects is a bug in this package: keep the traceback
     except (ValueError, TypeError) as error:

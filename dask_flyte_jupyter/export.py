@@ -43,6 +43,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .accelerators import accelerator_source
 from .cell import CellError, CellProgram, ModuleInput, analyse_cell
 from .spec import ClusterSpec, to_dask_config
 from .task import input_type, output_type
@@ -520,6 +521,8 @@ class _Writer:
             flytekit.insert(0, "Resources")
         notebook.add(f"from flytekit import {', '.join(flytekit)}")
         notebook.add("from flytekitplugins.dask import Dask, Scheduler, WorkerGroup")
+        if self.spec.accelerator is not None:
+            notebook.add(accelerator_source(self.spec.accelerator)[0])
         # isort's layout: the standard library, then the rest; plain imports first, then `from`.
         lines = sorted(notebook, key=_import_order)
         standard = [line for line in lines if _top_module(line) in sys.stdlib_module_names]
@@ -535,6 +538,10 @@ class _Writer:
             arguments.append("interruptible=True")
         if self.spec.image is not None:
             arguments.append(f"container_image={json.dumps(self.spec.image)}")
+        if self.spec.pod_template is not None:
+            arguments.append(f"pod_template_name={json.dumps(self.spec.pod_template)}")
+        if self.spec.accelerator is not None:
+            arguments.append(f"accelerator={accelerator_source(self.spec.accelerator)[1]}")
         inner = "".join(f"{_INDENT}{argument},\n" for argument in arguments)
         return f"@task(\n{inner})\n"
 

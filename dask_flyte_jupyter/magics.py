@@ -26,6 +26,8 @@ SPEC_FLAGS = {
     "cache": "cache",
     "cache-version": "cache_version",
     "name": "name",
+    "pod-template": "pod_template",
+    "accelerator": "accelerator",
 }
 #: Flags %flyte_dask_config sets (a default task name would make every cell the same task).
 CONFIG_FLAGS = {flag: dest for flag, dest in SPEC_FLAGS.items() if flag != "name"}
@@ -49,6 +51,16 @@ def _cluster_arguments(function: Any) -> Any:
         argument("--scheduler-cpu", metavar="Q", help="CPU request of the scheduler pod"),
         argument("--scheduler-mem", metavar="Q", help="memory request of the scheduler pod"),
         argument("--image", metavar="IMAGE", help="task image (job runner, scheduler, workers)"),
+        argument(
+            "--pod-template",
+            metavar="NAME",
+            help="the cluster's PodTemplate to build the pods from (flytekit pod_template_name)",
+        ),
+        argument(
+            "--accelerator",
+            metavar="GPU",
+            help="GPU type for --worker-gpu, e.g. T4, A100:1g.5gb (flytekit accelerators)",
+        ),
         argument(
             "--interruptible",
             action="store_true",
@@ -206,7 +218,9 @@ class FlyteDaskMagics(Magics):
         if args.dry_run:
             from .dryrun import show_dry_run  # imports flytekit: only when asked
 
-            return show_dry_run(self, program, spec, out_var)
+            # with --remote: the project/domain and platform values of that Flyte deployment
+            connection = self._connection(args) if remote else None
+            return show_dry_run(self, program, spec, out_var, connection)
 
         from .execute import execute_cell  # imports flytekit: only when a cell runs
 

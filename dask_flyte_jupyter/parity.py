@@ -56,7 +56,26 @@ _COLLECT_SOURCE = textwrap.dedent(
                 found[name] = packages.get(name)
             return found
 
-        report = {"job-runner": own_versions()}
+        def commands():
+            # How the image provides the commands Flyte v1 starts dask with.
+            import shutil
+
+            found = {}
+            for name in ("dask-scheduler", "dask-worker"):
+                path = shutil.which(name)
+                if path is None:
+                    found[name] = "missing"
+                    continue
+                try:
+                    with open(path, "rb") as file:
+                        head = file.read(512)
+                except OSError:
+                    head = b""
+                shim = head.startswith(b"#!/bin/sh") and b"dask" in head and b"exec" in head
+                found[name] = "shim" if shim else "distributed's own"
+            return found
+
+        report = {"job-runner": own_versions(), "commands": commands()}
         address = os.environ.get("DASK_SCHEDULER_ADDRESS")
         if not address:
             try:
@@ -128,15 +147,19 @@ class ParityReport:
     roles: dict[str, Versions]
     error: str | None = None  # why the cluster's versions could not be collected
     mismatches: list[Mismatch] = field(default_factory=list)
+    #: how the image provides dask-scheduler / dask-worker: "shim", "distributed's own", "missing"
+    commands: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_output(cls, text: str, kernel: Versions | None = None) -> ParityReport:
         """The report from the task's versions output (JSON), against ``kernel``."""
         data = json.loads(text)
         error = data.pop("error", None)
+        commands = dict(data.pop("commands", None) or {})
         roles = {role: dict(versions) for role, versions in data.items()}
         report = cls(kernel if kernel is not None else kernel_versions(), roles, error)
         report.mismatches = _compare(report.kernel, roles)
+        report.commands = commands
         return report
 
     @property
@@ -146,13 +169,27 @@ class ParityReport:
     def summary(self) -> str:
         """One line for the run summary."""
         if self.mismatches:
-            return "MISMATCH with the kernel: " + "; ".join(m.text() for m in self.mismatches)
+            mismatches = "; ".join(m.text() for m in self.mismatches)
+            return f"MISMATCH with the kernel: {mismatches}{self.commands_text()}"
         seen = ", ".join(f"{p} {self.kernel.get(p)}" for p in PACKAGES)
         where = _roles_text(tuple(self.roles))
         text = f"{seen} on {where}: same as the kernel"
         if self.error:
             text += f" (scheduler and workers not checked: {self.error})"
-        return text
+        return text + self.commands_text()
+
+    def commands_text(self) -> str:
+        """``; dask-scheduler / dask-worker: shims onto dask scheduler / dask worker``."""
+        kinds = set(self.commands.values())
+        if not kinds:
+            return ""
+        if kinds == {"shim"}:
+            how = "shims onto `dask scheduler` / `dask worker` (for Flyte v1)"
+        elif kinds == {"distributed's own"}:
+            how = "distributed's own"
+        else:
+            how = ", ".join(f"{name} {kind}" for name, kind in self.commands.items())
+        return f"; dask-scheduler / dask-worker in the image: {how}"
 
     def notes(self) -> list[str]:
         """One note per mismatch (shown under the cell and in the summary)."""

@@ -61,6 +61,8 @@ class RunHandle:
     failed_phase: str | None = None
     current_phase: str | None = None
     cache_hit: bool = False
+    #: The run missed the cache and its result was stored there (a later equal run hits it).
+    cache_stored: bool = False
     task_source: Callable[[], TaskCounts] | None = field(default=None, repr=False)
     workers: tuple[int, int] = (0, 0)  # (up, wanted) while the cluster starts
     #: Links to show with the run (label -> URL), e.g. the Flyte console of a remote execution.
@@ -91,6 +93,15 @@ class RunHandle:
     def tasks(self) -> TaskCounts:
         """Task counts from the cluster's scheduler (zero when no cluster ran)."""
         return self.task_source() if self.task_source is not None else TaskCounts()
+
+    @property
+    def cache_text(self) -> str:
+        """``hit``, ``miss, stored``, ``miss`` (still running, or failed) or ``off``."""
+        if self.cache_hit:
+            return "hit"
+        if self.cache_stored:
+            return "miss, stored"
+        return "miss" if self.spec.cache else "off"
 
     def emit(self, event: str) -> None:
         for listener in list(self.listeners):
@@ -200,7 +211,7 @@ class RunHandle:
                     "the memory limit (--worker-mem)",
                 )
             )
-        rows.append(("cache", "hit" if self.cache_hit else ("miss" if self.spec.cache else "off")))
+        rows.append(("cache", self.cache_text))
         if self.phases:
             rows.append(("time", ", ".join(f"{k} {v:.2f}s" for k, v in self.phases.items())))
         rows.append(("total", f"{self.duration:.2f}s"))

@@ -118,14 +118,20 @@ _FLAGS: dict[str, tuple[str | None, str]] = {
     "cache": (None, "cache"),
     "cache-version": (None, "cache_version"),
     "name": (None, "name"),
+    "pod-template": (None, "pod_template"),
+    "accelerator": (None, "accelerator"),
 }
 _BOOL_FLAGS = {"interruptible", "cache"}
 _INT_FLAGS = {"workers": 1, "worker-gpu": 0}  # flag -> smallest allowed value
 _QUANTITY_FLAGS = {"worker-cpu", "worker-mem", "scheduler-cpu", "scheduler-mem"}
-_TEXT_FLAGS = _QUANTITY_FLAGS | {"image", "cache-version", "name"}
+_TEXT_FLAGS = _QUANTITY_FLAGS | {"image", "cache-version", "name", "pod-template", "accelerator"}
 # Flyte task names: a letter, then letters, digits, '_', '-', '.'; 63 chars keeps them short
 # enough for Kubernetes labels derived from them.
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,62}")
+# A Kubernetes object name (RFC 1123 subdomain), as PodTemplates are named.
+_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+# DEVICE or DEVICE:PARTITION, e.g. T4, nvidia-tesla-t4, A100:1g.5gb, A100:unpartitioned.
+_ACCELERATOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}(:[A-Za-z0-9][A-Za-z0-9.]{0,31})?")
 
 
 def _check_int(flag: str, value: object) -> None:
@@ -145,6 +151,8 @@ class ClusterSpec:
     cache: bool = False
     cache_version: str | None = None
     name: str | None = None
+    pod_template: str | None = None  # flytekit pod_template_name: a PodTemplate on the cluster
+    accelerator: str | None = None  # flytekit accelerator: DEVICE or DEVICE:PARTITION
 
     def _get(self, flag: str) -> object:
         section, name = _FLAGS[flag]
@@ -171,6 +179,19 @@ class ClusterSpec:
                 f"--name: {self.name!r} is not a valid task name (start with a letter; then "
                 "letters, digits, '_', '-', '.'; at most 63 characters)"
             )
+        if self.pod_template is not None and not _K8S_NAME.fullmatch(self.pod_template):
+            raise SpecError(
+                f"--pod-template: {self.pod_template[:80]!r} is not a Kubernetes name (lower-case "
+                "letters, digits, '-' and '.', starting and ending with a letter or digit)"
+            )
+        if self.accelerator is not None:
+            if not _ACCELERATOR.fullmatch(self.accelerator):
+                raise SpecError(
+                    f"--accelerator: {self.accelerator[:80]!r} is not DEVICE or DEVICE:PARTITION "
+                    "(e.g. T4, nvidia-tesla-t4, A100:1g.5gb, A100:unpartitioned)"
+                )
+            if not self.workers.gpu:
+                raise SpecError("--accelerator needs --worker-gpu (the GPUs it describes)")
         return self
 
     def fingerprint(self) -> str:
@@ -178,6 +199,9 @@ class ClusterSpec:
         shape = asdict(self)
         for key in ("name", "cache", "cache_version"):
             del shape[key]
+        for key in ("pod_template", "accelerator"):  # added later: unset keeps old versions
+            if shape[key] is None:
+                del shape[key]
         return json.dumps(shape, sort_keys=True, separators=(",", ":"))
 
     def to_options(self) -> dict[str, object]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import dask_state, runtime, timing
+from .accelerators import flytekit_accelerator
 from .cell import CellProgram
 from .notebook_syntax import wrap_cell_timer
 from .spec import ClusterSpec, to_dask_config
@@ -389,6 +390,9 @@ def build_task(
             "outputs": [f"{n}:{type_label(t)}" for n, t in output_fields],
             "modules": [m.import_statement() for m in program.modules],
             "handles": [[h.name, h.kind] for h in program.handles],
+            # A cached task is another template (discoverable, its cache version), so another
+            # version: Flyte would otherwise run the one registered first under either flags.
+            **({"cache": spec.cache_version or ""} if spec.cache else {}),
         },
         sort_keys=True,
     )
@@ -417,6 +421,10 @@ def build_task(
         cloudpickle.register_pickle_by_value(runtime)
         cloudpickle.register_pickle_by_value(dask_state)
         cloudpickle.register_pickle_by_value(timing)
+        if spec.cache:  # the inputs' HashMethod(content_hash) is part of the task's interface
+            import sys
+
+            cloudpickle.register_pickle_by_value(sys.modules[__name__])
         module_globals["flyte_dask_extra"] = collector(VERSIONS_OUTPUT)
     for module in program.modules:
         module_globals[module.name] = _import(module.module)
@@ -436,6 +444,8 @@ def build_task(
                 interruptible=spec.interruptible,
             ),
             container_image=spec.image,
+            pod_template_name=spec.pod_template,
+            accelerator=flytekit_accelerator(spec.accelerator),
         )
     # flytekit prefixes the name with the module it was built from (found by walking the stack);
     # a cell task belongs to no module, and its name must not depend on who called us.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import parse_argstring
 from shell_helpers import INCREMENT, magics
 
+from dask_flyte_jupyter.backends.flyte import Connection, FlyteBackend
 from dask_flyte_jupyter.cell import analyse_cell
 from dask_flyte_jupyter.dryrun import (
     DryRun,
@@ -27,8 +29,8 @@ from dask_flyte_jupyter.dryrun import (
 from dask_flyte_jupyter.image import default_image
 from dask_flyte_jupyter.magics import SPEC_FLAGS, parse_magic_line
 from dask_flyte_jupyter.manifest import build_manifest, validate_manifest
+from dask_flyte_jupyter.registration import UPLOADED_CODE
 from dask_flyte_jupyter.spec import spec_from_options
-from dask_flyte_jupyter.task import build_task
 
 GOLDEN = Path(__file__).parent / "golden" / "dryrun_increment.yaml"
 INCREMENT_LINE = "--workers 4 --worker-cpu 8 --worker-mem 32Gi --scheduler-cpu 2"
@@ -70,7 +72,9 @@ def test_increment_manifest_is_valid_and_matches_the_plugin(increment: DryRun) -
     assert worker["args"][worker["args"].index("--nthreads") + 1] == "8"
     assert worker["args"][worker["args"].index("--memory-limit") + 1] == "32Gi"
     scheduler = cluster["scheduler"]["spec"]["containers"][0]
-    assert scheduler["resources"]["requests"] == {"cpu": "2"}
+    # --scheduler-cpu 2; memory from the platform default (propeller's 1024Mi: none known)
+    assert scheduler["resources"]["requests"] == {"cpu": "2", "memory": "1Gi"}
+    assert "readinessProbe" not in scheduler  # Flyte 2 adds one; v1.16 does not
 
 
 def test_increment_job_runner_runs_the_registered_task(increment: DryRun) -> None:
@@ -79,14 +83,23 @@ def test_increment_job_runner_runs_the_registered_task(increment: DryRun) -> Non
     (runner,) = job["containers"]
     assert runner["name"] == "job-runner"
     assert runner["args"] == increment.task["args"]
-    assert runner["args"][0] == "pyflyte-execute"
     assert runner["image"] == increment.task["image"]
+    # what --remote registers in notebook mode: the pickled code fetched first, then the task
+    # loaded by flytekit's notebook resolver
+    args = runner["args"]
+    assert args[:6] == [
+        "pyflyte-fast-execute", "--additional-distribution", UPLOADED_CODE, "--dest-dir", ".", "--"
+    ]  # fmt: skip
+    assert args[6] == "pyflyte-execute"
+    resolver = args[args.index("--resolver") + 1]
+    assert resolver == "flytekit.core.python_auto_container.default_notebook_task_resolver"
+    assert args[-2] == "entity-name" and args[-1].split(".")[-1] == increment.task["name"]
 
 
 def test_task_facts_come_from_the_serialized_task(namespace: dict[str, Any]) -> None:
     program = analyse_cell(INCREMENT, namespace)
     spec = spec_from_options({"workers": 4, "cache": True, "cache-version": "v7"})
-    built = build_task(program, spec, namespace)
+    built = FlyteBackend(Connection()).build(program, spec, namespace, check_image=False)
     facts = dry_run(program, spec, namespace).task
     assert (facts["name"], facts["version"], facts["type"]) == (built.name, built.version, "dask")
     assert facts["inputs"] == {"inc": "pickle (FlytePickle)", "n": "int"}
@@ -94,8 +107,10 @@ def test_task_facts_come_from_the_serialized_task(namespace: dict[str, Any]) -> 
     assert facts["outputs"]["flyte_dask_report"] == "str"
     assert (facts["cache"], facts["cache_version"]) == (True, "v7")
     assert facts["interruptible"] is False and facts["workers"] == 4
-    assert facts["resources"]["job-runner"] == {}
-    assert facts["args"][-2:] == ["task-name", built.name]
+    # no task resources: the platform defaults (here propeller's own: none are known)
+    resolved = {"cpu": "1", "memory": "1Gi"}
+    assert facts["resources"]["job-runner"] == {"limits": resolved, "requests": resolved}
+    assert facts["args"][-1].split(".")[-1] == built.name
 
 
 def test_types_are_readable() -> None:
@@ -107,6 +122,7 @@ def test_types_are_readable() -> None:
         "total": "int",
         "label": "str",
         "flyte_dask_report": "str",
+        "flyte_dask_versions": "str",  # the parity report a remote run brings back
     }
 
 
@@ -174,7 +190,11 @@ def test_default_image_brings_the_old_dask_commands_for_flyte_v1(increment: DryR
     from importlib.metadata import version
 
     assert version("distributed") >= "2026.6"  # the kernel's, which the default image pins
-    assert increment.warnings == []
+    # no warning about the dask commands; only that --remote has no registry to push to here
+    (warning,) = increment.warnings
+    assert (
+        warning.startswith("--remote would stop here:") and "FLYTE_DASK_IMAGE_REGISTRY" in warning
+    )
     contents = increment.task["image_contents"]
     assert f"distributed=={version('distributed')}" in contents
     assert "dask-scheduler / dask-worker shims for Flyte v1 backends" in contents
@@ -187,14 +207,49 @@ def test_dask_image_with_new_distributed_warns(namespace: dict[str, Any]) -> Non
     assert image in warning and "dask-worker" in warning
 
 
-def test_interruptible_tolerates_on_workers_only(namespace: dict[str, Any]) -> None:
-    result = plan("--workers 2 --interruptible", INCREMENT, namespace)
+def test_interruptible_placement_comes_from_the_platform_file(
+    namespace: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # nothing known about the cluster: the dry run invents no tolerations
+    unknown = plan("--workers 2 --interruptible", INCREMENT, namespace)
+    assert "tolerations" not in unknown.manifest["spec"]["cluster"]["spec"]["worker"]["spec"]
+    assert any(w.startswith("--interruptible: your cluster's") for w in unknown.warnings)
+    platform = tmp_path / "platform.yaml"
+    platform.write_text(
+        "task_resources:\n"
+        "  defaults: {cpu: 500m, memory: 1Gi}\n"
+        "  limits: {cpu: '4', memory: 8Gi}\n"
+        "plugins:\n"
+        "  k8s:\n"
+        "    interruptible-tolerations:\n"
+        "      - {key: x/flyte, value: interruptible, operator: Equal, effect: NoSchedule}\n"
+        "    interruptible-node-selector-requirement:\n"
+        "      {key: x/interruptible, operator: In, values: ['true']}\n"
+    )
+    monkeypatch.setenv("FLYTE_DASK_PLATFORM", str(platform))
+    result = plan("--workers 2 --interruptible --worker-cpu 8", INCREMENT, namespace)
     assert result.task["interruptible"] is True
     spec = result.manifest["spec"]
-    assert spec["cluster"]["spec"]["worker"]["spec"]["tolerations"]
-    assert spec["cluster"]["spec"]["worker"]["spec"]["nodeSelector"]
+    worker = spec["cluster"]["spec"]["worker"]["spec"]
+    assert worker["tolerations"] == [
+        {"key": "x/flyte", "value": "interruptible", "operator": "Equal", "effect": "NoSchedule"}
+    ]
+    terms = worker["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"] == [
+        {"matchExpressions": [{"key": "x/interruptible", "operator": "In", "values": ["true"]}]}
+    ]
     for pod in (spec["job"]["spec"], spec["cluster"]["spec"]["scheduler"]["spec"]):
-        assert "tolerations" not in pod and "nodeSelector" not in pod
+        assert "tolerations" not in pod and "affinity" not in pod
+    # the platform's limit clamps --worker-cpu 8, and the dry run says so before anything runs
+    assert result.task["shape"] == "2 workers × --nthreads 4 --memory-limit 1Gi"
+    assert any(
+        f"platform file {platform}'s limits lower the dask-worker's cpu" in w
+        for w in result.warnings
+    ), result.warnings
+    rows = dict(result.rows())
+    assert f"(platform file {platform})" in rows["platform resources"]
+    assert rows["k8s plugin config"].startswith(f"platform file {platform}")
+    assert not any(w.startswith("--interruptible:") for w in result.warnings)
 
 
 def test_requests_above_limits_warn() -> None:
@@ -275,3 +330,60 @@ def test_dry_run_through_the_magic(shell):
     shell.run_cell("def inc(x):\n    return x + 1\nn = 10", store_history=False)
     result = shell.run_cell_magic("flyte_dask", f"{INCREMENT_LINE} --dry-run", INCREMENT)
     assert isinstance(result, DryRun) and "result" not in shell.user_ns
+
+
+def test_pod_template_and_accelerator_reach_the_template_and_the_pods(
+    namespace: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    line = "--workers 2 --worker-gpu 1 --accelerator A100:1g.5gb --pod-template gpu-pool"
+    result = plan(line, INCREMENT, namespace)
+    assert result.template["metadata"]["podTemplateName"] == "gpu-pool"
+    assert result.template["extendedResources"]["gpuAccelerator"] == {
+        "device": "nvidia-tesla-a100",
+        "partitionSize": "1g.5gb",
+    }
+    assert dict(result.rows())["pod template"] == "gpu-pool"
+    # v1.16 places by the accelerator only when the task's own container has a GPU: say so
+    assert any(
+        w.startswith("--accelerator nvidia-tesla-a100: Flyte v1.16") for w in result.warnings
+    )
+    assert any("pod template 'gpu-pool'" in w and "not known here" in w for w in result.warnings)
+    worker = result.manifest["spec"]["cluster"]["spec"]["worker"]["spec"]
+    assert worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    # with the template's contents in the platform file, all three pods are built from it
+    platform = tmp_path / "platform.yaml"
+    platform.write_text(
+        "pod_templates:\n"
+        "  gpu-pool:\n"
+        "    spec:\n"
+        "      priorityClassName: batch-high\n"
+        "      tolerations: [{key: pool, operator: Exists, effect: NoSchedule}]\n"
+    )
+    monkeypatch.setenv("FLYTE_DASK_PLATFORM", str(platform))
+    known = plan(line, INCREMENT, namespace)
+    spec = known.manifest["spec"]
+    for pod in (
+        spec["job"]["spec"],
+        spec["cluster"]["spec"]["scheduler"]["spec"],
+        spec["cluster"]["spec"]["worker"]["spec"],
+    ):
+        assert pod["priorityClassName"] == "batch-high"
+        assert pod["tolerations"] == [{"key": "pool", "operator": "Exists", "effect": "NoSchedule"}]
+    assert not any("not known here" in w for w in known.warnings)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("--accelerator T4", "--accelerator needs --worker-gpu"),
+        ("--worker-gpu 1 --accelerator A100:9g", "A100 has no partition '9g' (known: 1g.5gb"),
+        ("--worker-gpu 1 --accelerator T4:1g.5gb", "T4 has no partitions"),
+        ("--worker-gpu 1 --accelerator a/b", "--accelerator: 'a/b' is not DEVICE"),
+        ("--pod-template Gpu_Pool", "--pod-template: 'Gpu_Pool' is not a Kubernetes name"),
+    ],
+)
+def test_bad_pod_template_or_accelerator_is_one_clear_error(
+    shell: Any, line: str, message: str
+) -> None:
+    with pytest.raises(UsageError, match=re.escape(message)):
+        shell.run_cell_magic("flyte_dask", f"{line} --dry-run", "x = 1\n")

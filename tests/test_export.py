@@ -161,6 +161,8 @@ def test_dataframe_input_becomes_a_typed_workflow_input(shell, tmp_path, monkeyp
         {"workers": 1},
         {"workers": 3, "worker-gpu": 1, "worker-mem": "512Mi", "scheduler-mem": "1Gi"},
         {"workers": 2, "cache": True, "cache-version": "v7", "interruptible": True, "image": "i:1"},
+        {"workers": 2, "worker-gpu": 1, "accelerator": "A100:1g.5gb", "pod-template": "gpu"},
+        {"workers": 2, "worker-gpu": 1, "accelerator": "nvidia-l4-vws"},
     ],
 )
 def test_dask_config_equals_the_magic_task(shell, tmp_path, monkeypatch, options):
@@ -177,6 +179,11 @@ def test_dask_config_equals_the_magic_task(shell, tmp_path, monkeypatch, options
     # unset (None) lets a workflow's default decide; the magic says False
     assert bool(exported.metadata.interruptible) == magic.metadata.interruptible
     assert exported.container_image == magic.container_image
+    assert exported.metadata.pod_template_name == magic.metadata.pod_template_name
+    if spec.accelerator:
+        assert exported.accelerator.to_flyte_idl() == magic.accelerator.to_flyte_idl()
+    else:
+        assert exported.accelerator is magic.accelerator is None
 
 
 def test_importing_the_module_runs_nothing(shell, tmp_path, monkeypatch, capsys):

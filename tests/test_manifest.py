@@ -20,6 +20,7 @@ from dask_flyte_jupyter.manifest import (
     to_yaml,
     validate_manifest,
 )
+from dask_flyte_jupyter.platform import Platform
 
 ARGS = ["pyflyte-execute", "--inputs", "{{.input}}", "--", "task-name", "t"]
 
@@ -108,7 +109,10 @@ def test_job_runner_is_the_task_container() -> None:
     assert runner["name"] == "job-runner" and runner["image"] == "repo/task:1"
     assert runner["args"] == ARGS
     assert runner["env"] == [{"name": "A", "value": "1"}]
-    assert runner["resources"] == {"limits": {"cpu": "1"}, "requests": {"cpu": "1"}}
+    # memory is unset: propeller fills it from its default-memory (1024Mi) when the platform
+    # gives no default, request and limit alike
+    resolved = {"cpu": "1", "memory": "1Gi"}
+    assert runner["resources"] == {"limits": resolved, "requests": resolved}
     # every copy of the task container keeps its env
     assert scheduler_container(manifest)["env"] == worker_container(manifest)["env"]
     validate_manifest(manifest)
@@ -144,13 +148,16 @@ def test_group_images_and_resources_win() -> None:
     )
     scheduler = scheduler_container(manifest)
     assert scheduler["image"] == "repo/sched:2"
-    assert scheduler["resources"] == {"limits": {"memory": "2Gi"}, "requests": {"memory": "2Gi"}}
+    resolved = {"cpu": "1", "memory": "2Gi"}  # cpu from propeller's default-cpus (1000m)
+    assert scheduler["resources"] == {"limits": resolved, "requests": resolved}
     worker = worker_container(manifest)
     assert worker["image"] == "repo/worker:3"
-    limits = {"cpu": "4", "nvidia.com/gpu": "1", "ephemeral-storage": "10Gi"}
+    limits = {"cpu": "4", "memory": "1Gi", "nvidia.com/gpu": "1", "ephemeral-storage": "10Gi"}
     assert worker["resources"] == {"limits": limits, "requests": limits}
-    # no memory limit known: the flag is left to Flyte's platform default
-    assert worker["args"] == ["dask-worker", "--name", "$(DASK_WORKER_NAME)", "--nthreads", "4"]
+    # the memory limit comes from the platform default, and Go always writes both flags
+    assert worker["args"] == [
+        "dask-worker", "--name", "$(DASK_WORKER_NAME)", "--nthreads", "4", "--memory-limit", "1Gi"
+    ]  # fmt: skip
     assert cluster(manifest)["worker"]["replicas"] == 3
     assert job_runner(manifest)["image"] == "repo/task:1"
     validate_manifest(manifest)
@@ -159,7 +166,7 @@ def test_group_images_and_resources_win() -> None:
 def test_zero_values_are_dropped_like_flyte_does() -> None:
     resources = {"limits": entries(cpu="2", gpu="0")}
     manifest = build_manifest(template(workers={"numberOfWorkers": 1, "resources": resources}))
-    assert worker_container(manifest)["resources"]["limits"] == {"cpu": "2"}
+    assert worker_container(manifest)["resources"]["limits"] == {"cpu": "2", "memory": "1Gi"}
 
 
 def test_request_above_limit_is_lowered_and_reported() -> None:
@@ -176,18 +183,30 @@ def test_request_above_limit_is_lowered_and_reported() -> None:
     assert resource_conflicts(template()) == []
 
 
-def test_interruptible_places_only_workers() -> None:
-    manifest = build_manifest(template(interruptible=True))
+def test_interruptible_places_only_workers_with_the_clusters_values() -> None:
+    k8s = {
+        "interruptible-tolerations": [
+            {
+                "key": "x/flyte",
+                "value": "interruptible",
+                "operator": "Equal",
+                "effect": "NoSchedule",
+            }
+        ],
+        "interruptible-node-selector": {"x/interruptible": "true"},
+    }
+    manifest = build_manifest(template(interruptible=True), platform=Platform(k8s=k8s))
     worker_pod = cluster(manifest)["worker"]["spec"]
-    assert worker_pod["tolerations"] == [
-        {"key": "flyte/interruptible", "operator": "Exists", "effect": "NoSchedule"}
-    ]
-    assert worker_pod["nodeSelector"] == {"flyte/interruptible": "true"}
+    assert worker_pod["tolerations"] == k8s["interruptible-tolerations"]
+    assert worker_pod["nodeSelector"] == {"x/interruptible": "true"}
     for pod in (cluster(manifest)["scheduler"]["spec"], manifest["spec"]["job"]["spec"]):
         assert "tolerations" not in pod and "nodeSelector" not in pod
-    plain = cluster(build_manifest(template()))["worker"]["spec"]
+    plain = cluster(build_manifest(template(), platform=Platform(k8s=k8s)))["worker"]["spec"]
     assert "tolerations" not in plain and "nodeSelector" not in plain
     validate_manifest(manifest)
+    # nothing known about the cluster: nothing invented
+    unknown = cluster(build_manifest(template(interruptible=True)))["worker"]["spec"]
+    assert "tolerations" not in unknown and "nodeSelector" not in unknown
 
 
 def test_service_selects_the_clusters_scheduler() -> None:

@@ -531,3 +531,13 @@ def test_importing_spec_does_not_import_flytekit() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
     )
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_pod_template_and_accelerator_are_part_of_the_shape() -> None:
+    gpu = ClusterSpec(workers=WorkerSpec(gpu=1))
+    with_both = spec_from_options({"pod-template": "gpu-pool", "accelerator": "T4"}, base=gpu)
+    assert with_both.fingerprint() != gpu.fingerprint()
+    assert '"accelerator":"T4"' in with_both.fingerprint()
+    assert with_both.magic_line() == (
+        "%%flyte_dask --worker-gpu 1 --pod-template gpu-pool --accelerator T4"
+    )

@@ -143,4 +143,11 @@ def test_inputs_are_content_hashed_only_for_cached_tasks():
     cached = build("b = frame\n", spec=ClusterSpec(cache=True), frame=frame)
     assert typing.get_origin(plain.input_types["frame"]) is not typing.Annotated
     assert typing.get_origin(cached.input_types["frame"]) is typing.Annotated
-    assert plain.version == cached.version  # the hash is not part of the declared type
+    # the hash is not part of the declared type (nor of the version) ...
+    assert build("b = frame\n", spec=ClusterSpec(cache=True), frame=frame.head(1)).version == (
+        cached.version
+    )
+    # ... but caching is: a registered task with or without it, or with another cache version,
+    # is another template, so another version (else Flyte runs whichever was registered first)
+    versioned = build("b = frame\n", spec=ClusterSpec(cache=True, cache_version="v2"), frame=frame)
+    assert len({plain.version, cached.version, versioned.version}) == 3

@@ -15,6 +15,8 @@ The only module that imports ``flytekit.remote``. One backend object serves one 
    live by the progress view), terminate it on Ctrl-C or ``--timeout``, fetch and convert its
    outputs, report the environment parity, or turn its error into the cell's own traceback
    (cloudpickle reports by-value code as ``<dynamic-code>``; its line numbers are the cell's).
+   A ``--cache`` task node says whether Flyte answered it from its cache (``CACHE_HIT``: no pod,
+   no cluster; the run is "cached", as a local cache hit) or stored its result there.
 
 ``attach`` re-attaches to an execution by id (after a kernel restart) and brings its outputs back.
 """
@@ -231,6 +233,7 @@ class FlyteBackend:
         self.image: str | None = None
         self.default_image: Any = None  # image.DefaultImage when no --image was given
         self.upload_sizes: dict[str, int] = {}  # "code" (pkl.gz) and input names -> bytes
+        self.platform: Any = None  # platform.Platform: the deployment's values, once read
         self._cell_task: CellTask | None = None
         self._code_files: dict[str, str] = {}
         self._remote: Any = None
@@ -245,17 +248,24 @@ class FlyteBackend:
     # ---- build -------------------------------------------------------------------------------
 
     def build(
-        self, program: CellProgram, spec: ClusterSpec, namespace: Mapping[str, object]
+        self,
+        program: CellProgram,
+        spec: ClusterSpec,
+        namespace: Mapping[str, object],
+        *,
+        check_image: bool = True,
     ) -> CellTask:
         """The cell task for a remote run: the task image in its spec (so that the version
-        changes with the image) and the versions output. Image problems raise ``ImageError``."""
+        changes with the image) and the versions output. Image problems raise ``ImageError``
+        (unless ``check_image`` is false: the dry run shows them as warnings)."""
         from ..execute import code_files
         from ..image import check_buildable, default_image
 
         task_spec = spec
         if spec.image is None:
             self.default_image = default_image(program.imports)
-            check_buildable(self.default_image)
+            if check_image:
+                check_buildable(self.default_image)
             task_spec = replace(spec, image=self.default_image.name)
         self.image = task_spec.image
         converted = _flyte_inputs(namespace, program.inputs)
@@ -274,9 +284,11 @@ class FlyteBackend:
         """Registers (if needed) and starts the execution; follows it unless ``--no-wait``."""
         self._cell_task = cell_task
         try:
-            remote = self._connect(handle)
+            remote = self.connect(handle)
             self._describe_image(handle)
+            self.platform = self.read_platform(remote)
             flyte_task = self._register(remote, cell_task, handle)
+            self._show_shape(flyte_task, handle)
             self._create(remote, flyte_task, cell_task, inputs, handle)
         except KeyboardInterrupt as interrupt:
             interrupt.flyte_dask_message = (  # type: ignore[attr-defined]
@@ -296,14 +308,16 @@ class FlyteBackend:
             return None
         return self.follow(handle, self.timeout)
 
-    def _connect(self, handle: RunHandle) -> Any:
+    def connect(self, handle: RunHandle | None = None) -> Any:
         """A ``FlyteRemote`` for the connection; nothing is sent yet."""
         from flytekit.core.python_auto_container import default_notebook_task_resolver
 
-        handle.begin("connecting")
+        if handle is not None:
+            handle.begin("connecting")
         config, endpoint, project, domain, where = self.connection.load()
         self._endpoint, self._project, self._domain = endpoint, project, domain
-        handle.details["flyte"] = f"{endpoint}, project {project}, domain {domain} ({where})"
+        if handle is not None:
+            handle.details["flyte"] = f"{endpoint}, project {project}, domain {domain} ({where})"
         # flytekit's notebook resolver caches its own name on first use, which changes every
         # later pickle: read it before the first registration, so that all pickles agree.
         _ = default_notebook_task_resolver.lhs
@@ -315,6 +329,69 @@ class FlyteBackend:
                 interactive_mode_enabled=True,
             )
         return self._remote
+
+    def read_platform(self, remote: Any) -> Any:
+        """The deployment's values (``platform.Platform``): the platform file's, with the task
+        resource defaults and limits of Flyte Admin's ``TASK_RESOURCE`` attributes of this
+        project/domain when Admin has any (it answers NOT_FOUND when its own config applies)."""
+        from flytekit.exceptions.base import FlyteException
+        from flytekit.exceptions.user import FlyteEntityNotExistException
+        from flytekit.models.matchable_resource import MatchableResource
+
+        from ..platform import (
+            PlatformError,
+            from_task_resource_attributes,
+            platform_from_environment,
+        )
+
+        try:
+            platform = platform_from_environment()
+        except PlatformError as error:
+            raise FlyteConfigError(str(error)) from None
+        try:
+            with _deadline(CONNECT_DEADLINE), quiet_flytekit():
+                found = remote.client.get_project_domain_attributes(
+                    self._project, self._domain, MatchableResource.TASK_RESOURCE
+                )
+        except FlyteEntityNotExistException:
+            return platform  # NOT_FOUND: nothing overrides Admin's own config
+        except FlyteException as error:  # the first call: a silent endpoint fails here
+            raise self._connection_error(error) from None
+        attributes = found.attributes.matching_attributes.task_resource_attributes
+        defaults, limits = from_task_resource_attributes(attributes)
+        if not defaults and not limits:
+            return platform
+        source = f"Flyte Admin: TASK_RESOURCE of {self._project}/{self._domain}"
+        return platform.with_task_resources(defaults, limits, source)
+
+    def _show_shape(self, flyte_task: Any, handle: RunHandle) -> None:
+        """The cluster the registered task gets from Flyte v1.16 on this platform: the summary's
+        "used" row, and a note for each flag a platform limit lowers."""
+        from google.protobuf.json_format import MessageToDict
+
+        from ..k8s import ManifestError, parse_quantity
+        from ..manifest import translate, worker_shape
+        from ..spec import LocalShape
+
+        platform = self.platform
+        try:
+            template = MessageToDict(flyte_task.template.to_flyte_idl())
+            translation = translate(template, platform=platform)
+        except (ManifestError, ValueError, AttributeError):
+            return  # not a task we built (attach): nothing to say
+        workers, nthreads, memory = worker_shape(translation.manifest)
+        source = platform.resources_from if platform.resources_known else "platform unknown"
+        handle.details["cluster"] = (
+            f"{workers} workers × --nthreads {nthreads} --memory-limit {memory} "
+            f"(Flyte v1.16 with {source})"
+        )
+        notes = []
+        for role, lowered in translation.clamped.items():
+            notes.append(f"the platform's limits lower the {role}'s {', '.join(lowered)}")
+            handle.note(f"{notes[-1]} ({source})")
+        handle.shape = LocalShape(
+            workers, int(nthreads), int(parse_quantity(memory)[0]) or None, tuple(notes)
+        )
 
     def _connection_error(self, error: BaseException) -> FlyteConnectionError:
         """One clear message naming the endpoint (never the credentials)."""
@@ -359,9 +436,10 @@ class FlyteBackend:
     def _register(self, remote: Any, cell_task: CellTask, handle: RunHandle) -> Any:
         """The registered task of this version: fetched if it exists, else registered (the
         code is pickled and uploaded, then the task created)."""
-        from flytekit.configuration import ImageConfig, SerializationSettings
         from flytekit.exceptions.base import FlyteException
         from flytekit.exceptions.user import FlyteEntityNotExistException
+
+        from ..registration import registration_settings
 
         try:
             with _deadline(CONNECT_DEADLINE):
@@ -386,12 +464,7 @@ class FlyteBackend:
             handle.begin("packaging code")
             remote.on_upload = lambda path: self._uploading(path, handle)
             remote.after_upload = lambda: handle.begin("registering")
-            settings = SerializationSettings(
-                image_config=ImageConfig.auto_default_image(),
-                project=self._project,
-                domain=self._domain,
-                version=cell_task.version,
-            )
+            settings = registration_settings(self._project, self._domain, cell_task.version)
             try:
                 with _deadline(RPC_DEADLINE), quiet_flytekit():
                     flyte_task = remote.register_task(cell_task.task, settings, cell_task.version)
@@ -520,11 +593,14 @@ class FlyteBackend:
 
         phase = execution.closure.phase
         parts = [f"execution {WorkflowExecutionPhase.enum_to_string(phase)}"]
-        task_phase = None
+        task_phase = node_phase = None
+        cached = False  # the node's result came from Flyte's cache: no cluster starts for it
         for node_id, node in (execution.node_executions or {}).items():
             if node_id in (START_NODE, END_NODE):
                 continue
-            parts.append(f"node {node_id} {NodeExecutionPhase.enum_to_string(node.closure.phase)}")
+            node_phase = node.closure.phase
+            cached = cached or _cache_status(node) == "CACHE_HIT"
+            parts.append(f"node {node_id} {NodeExecutionPhase.enum_to_string(node_phase)}")
             if node.task_executions:
                 task_phase = node.task_executions[-1].closure.phase
                 parts.append(f"task {TaskExecutionPhase.enum_to_string(task_phase)}")
@@ -536,11 +612,16 @@ class FlyteBackend:
             TaskExecutionPhase.WAITING_FOR_RESOURCES,
             TaskExecutionPhase.INITIALIZING,
         )
+        waiting = (None, NodeExecutionPhase.UNDEFINED, NodeExecutionPhase.QUEUED)
         w = WorkflowExecutionPhase
         if phase in (w.UNDEFINED, w.QUEUED):
             wanted = "queued"
         elif phase == w.ABORTING:
             wanted = "aborting"
+        elif cached:
+            wanted = handle.current_phase or "queued"
+        elif phase == w.RUNNING and task_phase is None and node_phase in waiting:
+            wanted = "queued"  # propeller has not started the task (it looks up the cache first)
         elif phase == w.RUNNING and task_phase in starting:
             wanted = "starting cluster"
         elif phase in (w.RUNNING, w.SUCCEEDING, w.FAILING):
@@ -620,6 +701,7 @@ class FlyteBackend:
         phase = execution.closure.phase
         handle.remote_status = f"execution {WorkflowExecutionPhase.enum_to_string(phase)}"
         if phase == WorkflowExecutionPhase.SUCCEEDED:
+            self._read_cache_status(execution, handle)
             handle.begin("fetching outputs")
             return self._outputs(execution, handle)
         if phase == WorkflowExecutionPhase.FAILED:
@@ -633,6 +715,38 @@ class FlyteBackend:
             *self._footer(handle, name.lower()),
         ]
         raise failure
+
+    def _read_cache_status(self, execution: Any, handle: RunHandle) -> None:
+        """Whether the task node's result came from Flyte's cache (``CACHE_HIT``: no pod and
+        no cluster ran; the outputs are those of an earlier execution) or was stored there
+        (``CACHE_POPULATED``), from the node executions that ``sync_execution`` read."""
+        from flytekit.exceptions.base import FlyteException
+
+        nodes = [
+            node
+            for node_id, node in (execution.node_executions or {}).items()
+            if node_id not in (START_NODE, END_NODE)
+        ]
+        if not nodes:  # not synced with its nodes: ask Admin for them
+            try:
+                with _deadline(CONNECT_DEADLINE):
+                    listed, _ = self._remote.client.list_node_executions(execution.id)
+            except FlyteException:
+                return
+            nodes = [n for n in listed if n.id.node_id not in (START_NODE, END_NODE)]
+        for node in nodes:
+            status = _cache_status(node)
+            if status == "CACHE_HIT":
+                handle.cache_hit = True
+                source = node.closure.task_node_metadata.catalog_key.source_task_execution
+                ident = source.node_execution_id.execution_id if source is not None else None
+                if ident is not None and ident.name:
+                    handle.details["cached from"] = (
+                        f"execution {ident.project}/{ident.domain}/{ident.name} "
+                        f"(its result is reused; no cluster was started)"
+                    )
+            elif status == "CACHE_POPULATED":
+                handle.cache_stored = True
 
     def _outputs(self, execution: Any, handle: RunHandle) -> dict[str, Any]:
         """The execution's outputs as Python values; the versions output becomes the parity
@@ -736,7 +850,7 @@ class FlyteBackend:
         from flytekit.exceptions.base import FlyteException
         from flytekit.exceptions.user import FlyteEntityNotExistException
 
-        remote = self._connect(handle)
+        remote = self.connect(handle)
         project, domain, name = parse_execution_id(execution_id, self._project, self._domain)
         self._project, self._domain, self._execution_name = project, domain, name
         try:
@@ -762,6 +876,20 @@ class FlyteBackend:
         self._started(remote, execution, handle)
         self.image = flyte_task.template.container.image if flyte_task.template.container else ""
         handle.details["image"] = str(self.image)
+
+
+def _cache_status(node: Any) -> str | None:
+    """The flyteidl ``CatalogCacheStatus`` a node execution reports (``CACHE_HIT``,
+    ``CACHE_POPULATED``, ``CACHE_DISABLED``, ...); None when it is not a task node."""
+    from flyteidl.core.catalog_pb2 import CatalogCacheStatus
+
+    metadata = getattr(node.closure, "task_node_metadata", None)
+    if metadata is None:
+        return None
+    try:
+        return str(CatalogCacheStatus.Name(int(metadata.cache_status)))
+    except ValueError:  # a status newer than this flyteidl
+        return None
 
 
 def _split_flytekit_error(message: str) -> tuple[str, str]:

@@ -86,9 +86,17 @@ class LocalBackend:
             task.start_cluster = lambda: _start_cluster(shape, handle, cleanup)
             outputs = task(**inputs)
             handle.cache_hit = handle.dashboard_link is None
+            handle.cache_stored = handle.spec.cache and not handle.cache_hit and _cache_enabled()
             if not handle.cache_hit:
                 handle.begin("stopping cluster")
         return _as_dict(outputs, cell_task)
+
+
+def _cache_enabled() -> bool:
+    """Whether flytekit's local cache is on (it stores the result of every ``cache=True`` run)."""
+    from flytekit.configuration import LocalConfig
+
+    return bool(LocalConfig.auto().cache_enabled)
 
 
 def _start_cluster(shape: LocalShape, handle: RunHandle, cleanup: ExitStack) -> None:

@@ -1,6 +1,7 @@
-"""pytest fixture of the Flyte Admin stand-in (TEST DOUBLE).
+"""pytest fixtures of the Flyte Admin stand-in (TEST DOUBLE).
 
-Use it from a conftest: ``from flyte_admin.fixtures import flyte_admin  # noqa: F401``.
+Use them from a conftest or a test module:
+``from flyte_admin.fixtures import flyte_admin, standin_image_builder  # noqa: F401``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from .images import (
+    STANDIN_REGISTRY,
+    ImageStore,
+    StandInImageBuilder,
+    register_builder,
+    unregister_builder,
+)
 from .server import FlyteAdminStandIn
 
 
@@ -20,3 +28,20 @@ def flyte_admin() -> Iterator[FlyteAdminStandIn]:
         yield standin
     finally:
         standin.close()
+
+
+@pytest.fixture
+def standin_image_builder(monkeypatch: pytest.MonkeyPatch) -> Iterator[StandInImageBuilder]:
+    """flytekit's image builder for the stand-in (highest priority): an ImageSpec — the default
+    image of a ``%%flyte_dask --remote`` cell without ``--image`` — is built into a cached venv
+    that the stand-in's runner then runs (images.py). Sets ``FLYTE_DASK_IMAGE_REGISTRY`` (the
+    default image needs one) and unregisters the builder afterwards."""
+    from dask_flyte_jupyter.image import REGISTRY_VARIABLE
+
+    monkeypatch.setenv(REGISTRY_VARIABLE, STANDIN_REGISTRY)
+    builder = StandInImageBuilder(ImageStore())
+    register_builder(builder)
+    try:
+        yield builder
+    finally:
+        unregister_builder()

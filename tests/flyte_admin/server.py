@@ -7,8 +7,12 @@ NOT_FOUND / ALREADY_EXISTS / INVALID_ARGUMENT / FAILED_PRECONDITION where Flyte 
 hands executions to :class:`tests.flyte_admin.runner.ExecutionRunner`, which plays propeller and
 the dask operator.  Every call is logged in :attr:`FlyteAdminStandIn.calls`.
 
+A discoverable (cached) task is looked up in the stand-in's data catalog (``catalog.py``) first:
+a hit succeeds at once with the cached outputs and starts no process.
+
 Not emulated: authentication, workflows/launch-plan *executions* (they are stored, not run),
-caching, retries of failed tasks, schedules, signals, named entities, attributes.  Any RPC not
+cache reservations (``cache_serializable``), retries of failed tasks, schedules, signals, named
+entities, attributes other than project/domain ones (``set_task_resources``).  Any RPC not
 implemented answers UNIMPLEMENTED and is logged like the others.
 """
 
@@ -34,7 +38,9 @@ from flyteidl.admin import (
     common_pb2,
     execution_pb2,
     launch_plan_pb2,
+    matchable_resource_pb2,
     node_execution_pb2,
+    project_domain_attributes_pb2,
     project_pb2,
     task_execution_pb2,
     task_pb2,
@@ -47,10 +53,22 @@ from flyteidl.service import admin_pb2_grpc, dataproxy_pb2, dataproxy_pb2_grpc
 from google.protobuf import text_format
 from google.protobuf.duration_pb2 import Duration
 
+from .catalog import Catalog, CatalogEntry, NotCacheable, catalog_key
 from .runner import ExecutionRunner
 from .state import TERMINAL_PHASES, Call, Event, StandInExecution, timestamp
 from .storage import ACCESS_KEY, REGION, SECRET_KEY, S3Store
 
+# MatchingAttributes' oneof field -> MatchableResource value.
+_MATCHABLE = {
+    "task_resource_attributes": matchable_resource_pb2.TASK_RESOURCE,
+    "cluster_resource_attributes": matchable_resource_pb2.CLUSTER_RESOURCE,
+    "execution_queue_attributes": matchable_resource_pb2.EXECUTION_QUEUE,
+    "execution_cluster_label": matchable_resource_pb2.EXECUTION_CLUSTER_LABEL,
+    "quality_of_service": matchable_resource_pb2.QUALITY_OF_SERVICE_SPECIFICATION,
+    "plugin_overrides": matchable_resource_pb2.PLUGIN_OVERRIDE,
+    "workflow_execution_config": matchable_resource_pb2.WORKFLOW_EXECUTION_CONFIG,
+    "cluster_assignment": matchable_resource_pb2.CLUSTER_ASSIGNMENT,
+}
 START_NODE = "start-node"
 END_NODE = "end-node"
 UPLOAD_PREFIX = "uploads"  # flyteadmin's dataproxy default storage prefix
@@ -207,6 +225,9 @@ class AdminStandInServicer(
         self.launch_plans: dict[tuple[str, str, str, str], launch_plan_pb2.LaunchPlan] = {}
         self.executions: dict[tuple[str, str, str], StandInExecution] = {}
         self.max_inline_bytes = 2 * 1024 * 1024  # Admin's default remote-data max size
+        self.catalog = Catalog()  # Flyte's data catalog: outputs of discoverable tasks
+        #: Matchable attributes per (project, domain, MatchableResource): Admin's overrides.
+        self.project_domain_attributes: dict[tuple[str, str, int], Any] = {}
         self._storage = storage
         self._runner = runner
 
@@ -288,6 +309,38 @@ class AdminStandInServicer(
             if request.id not in self.projects:
                 raise _Reject(grpc.StatusCode.NOT_FOUND, f"project [{request.id}] not found")
         return self._project(request.id)
+
+    @_rpc
+    def UpdateProjectDomainAttributes(self, request, context):
+        attributes = request.attributes
+        self._check_project(attributes.project, attributes.domain)
+        kind = attributes.matching_attributes.WhichOneof("target")
+        if kind is None:
+            raise _Reject(grpc.StatusCode.INVALID_ARGUMENT, "matching_attributes: nothing set")
+        resource = _MATCHABLE[kind]
+        with self.lock:
+            self.project_domain_attributes[(attributes.project, attributes.domain, resource)] = (
+                project_domain_attributes_pb2.ProjectDomainAttributes()
+            )
+            self.project_domain_attributes[
+                (attributes.project, attributes.domain, resource)
+            ].CopyFrom(attributes)
+        return project_domain_attributes_pb2.ProjectDomainAttributesUpdateResponse()
+
+    @_rpc
+    def GetProjectDomainAttributes(self, request, context):
+        self._check_project(request.project, request.domain)
+        with self.lock:
+            found = self.project_domain_attributes.get(
+                (request.project, request.domain, request.resource_type)
+            )
+        if found is None:  # Admin answers NOT_FOUND when nothing overrides its config
+            raise _Reject(
+                grpc.StatusCode.NOT_FOUND,
+                f"Resource [{request.project}/{request.domain}] of type "
+                f"[{request.resource_type}] not found",
+            )
+        return project_domain_attributes_pb2.ProjectDomainAttributesGetResponse(attributes=found)
 
     @_rpc
     def RegisterProject(self, request, context):
@@ -513,12 +566,72 @@ class AdminStandInServicer(
         data = inputs.SerializeToString()
         self._storage.put(self._storage.key(record.inputs_uri), data)
         self._storage.put(self._storage.key(record.node_inputs_uri), data)
+        cached = self._look_up_cache(record)
+        if cached is not None:
+            self._answer_from_cache(record, cached)
         with self.lock:
             if (request.project, request.domain, name) in self.executions:
                 raise _Reject(grpc.StatusCode.ALREADY_EXISTS, f"execution {name} already exists")
             self.executions[(request.project, request.domain, name)] = record
-        self._runner.submit(record)
+        if cached is None:
+            self._runner.submit(record)
         return execution_pb2.ExecutionCreateResponse(id=ident)
+
+    # -- the task cache (propeller + data catalog) ---------------------------------------------
+
+    def _look_up_cache(self, ex: StandInExecution) -> CatalogEntry | None:
+        """What propeller asks the catalog before it runs a discoverable task's node."""
+        template = ex.task.closure.compiled_task.template
+        try:
+            ex.catalog_key = catalog_key(ex.task.id, template, ex.inputs)
+        except NotCacheable as error:
+            ex.cache_status = catalog_pb2.CACHE_LOOKUP_FAILURE
+            ex.events.append(Event(time.time(), ex.phase_name, f"cache lookup failed: {error}"))
+            return None
+        if ex.catalog_key is None:
+            return None  # CACHE_DISABLED
+        ex.cache_status = catalog_pb2.CACHE_MISS  # until it succeeds: then CACHE_POPULATED
+        if ex.spec.overwrite_cache:
+            return None  # run it, then replace what the catalog holds
+        self.settle_catalog()
+        return self.catalog.get(ex.catalog_key)
+
+    def _answer_from_cache(self, ex: StandInExecution, entry: CatalogEntry) -> None:
+        """A cache hit: the node succeeds at once with the cached outputs, written to its own
+        output location as propeller does; no task execution, no pod (no process) at all."""
+        outputs_uri = f"{ex.output_prefix}/outputs.pb"
+        self._storage.put(self._storage.key(outputs_uri), entry.outputs.SerializeToString())
+        now = time.time()
+        ex.cache_status = catalog_pb2.CACHE_HIT
+        ex.cache_entry = entry
+        ex.outputs, ex.outputs_uri = entry.outputs, outputs_uri
+        ex.phase, ex.node_phase = _P.WorkflowExecution.SUCCEEDED, _P.NodeExecution.SUCCEEDED
+        ex.started_at = ex.ended_at = ex.updated_at = now
+        ex.events.append(
+            Event(now, ex.phase_name, f"cache hit: outputs of execution {entry.source_execution}")
+        )
+        ex.done.set()
+
+    def settle_catalog(self) -> None:
+        """Stores the outputs of every discoverable execution that succeeded since the last call.
+
+        Propeller writes the catalog before the node's success becomes visible; the runner only
+        sets the phase, so this runs (under the lock) before anything reads the catalog or a
+        cache status: the effect is the same."""
+        with self.lock:
+            for ex in self.executions.values():
+                if (
+                    ex.cache_status == catalog_pb2.CACHE_MISS
+                    and ex.phase == _P.WorkflowExecution.SUCCEEDED
+                    and ex.outputs is not None
+                ):
+                    ex.cache_entry = self.catalog.put(
+                        ex.catalog_key,
+                        ex.outputs,
+                        self._task_execution_id(ex),
+                        overwrite=bool(ex.spec.overwrite_cache),
+                    )
+                    ex.cache_status = catalog_pb2.CACHE_POPULATED
 
     def _execution_proto(self, ex: StandInExecution) -> execution_pb2.Execution:
         with self.lock:
@@ -634,7 +747,10 @@ class AdminStandInServicer(
                 closure.output_uri = ex.outputs_uri
             elif ex.node_phase == _P.NodeExecution.FAILED and ex.error is not None:
                 closure.error.CopyFrom(ex.error)
-            closure.task_node_metadata.cache_status = catalog_pb2.CACHE_DISABLED
+            self.settle_catalog()
+            closure.task_node_metadata.cache_status = ex.cache_status
+            if ex.cache_entry is not None:  # the result reused (hit) or stored (populated)
+                closure.task_node_metadata.catalog_key.CopyFrom(ex.cache_entry.metadata())
         return node_execution_pb2.NodeExecution(
             id=ident,
             input_uri=input_uri,
@@ -854,11 +970,79 @@ class FlyteAdminStandIn:
         self.project = project
         self.domain = DOMAINS[0]
         self.fake_versions: dict[str, str] = {}
+        #: Flyte Admin's own ``task_resources`` config (defaults, limits): applies to every
+        #: project but, like Admin's, is not readable through the API.
+        self.admin_task_resources: tuple[dict[str, str], dict[str, str]] | None = None
+        #: flytepropeller's ``plugins.k8s`` config and the namespace's PodTemplates.
+        self.k8s_plugin_config: dict[str, Any] = {}
+        self.pod_templates: dict[str, dict[str, Any]] = {}
         self.config_path = Path(self._tmp.name) / "config.yaml"
         self.config_path.write_text(self._config_yaml())
         self._closed = False
 
     # -- configuration ------------------------------------------------------------------------
+
+    def set_task_resources(
+        self,
+        defaults: dict[str, str],
+        limits: dict[str, str],
+        *,
+        project: str | None = None,
+        domain: str | None = None,
+    ) -> None:
+        """Project/domain ``TASK_RESOURCE`` attributes, as ``flytectl update
+        task-resource-attribute`` sets them (readable with GetProjectDomainAttributes)."""
+        spec = matchable_resource_pb2.TaskResourceSpec
+        fields = {
+            "cpu": "cpu",
+            "memory": "memory",
+            "gpu": "gpu",
+            "ephemeral-storage": "ephemeral_storage",
+        }
+        attributes = project_domain_attributes_pb2.ProjectDomainAttributes(
+            project=project or self.project,
+            domain=domain or self.domain,
+            matching_attributes=matchable_resource_pb2.MatchingAttributes(
+                task_resource_attributes=matchable_resource_pb2.TaskResourceAttributes(
+                    defaults=spec(**{fields[k]: v for k, v in defaults.items()}),
+                    limits=spec(**{fields[k]: v for k, v in limits.items()}),
+                )
+            ),
+        )
+        key = (attributes.project, attributes.domain, matchable_resource_pb2.TASK_RESOURCE)
+        with self.servicer.lock:
+            self.servicer.project_domain_attributes[key] = attributes
+
+    def platform_for(self, project: str, domain: str) -> Any:
+        """The deployment's values propeller applies to a task of ``project``/``domain``: the
+        TASK_RESOURCE attributes, else Admin's own config; the k8s plugin config; templates."""
+        from dask_flyte_jupyter.platform import Platform, from_task_resource_attributes
+
+        key = (project, domain, matchable_resource_pb2.TASK_RESOURCE)
+        with self.servicer.lock:
+            found = self.servicer.project_domain_attributes.get(key)
+        if found is not None:
+            attributes = found.matching_attributes.task_resource_attributes
+            defaults, limits = from_task_resource_attributes(attributes)
+            source = f"TASK_RESOURCE of {project}/{domain}"
+        elif self.admin_task_resources is not None:
+            defaults, limits = self.admin_task_resources
+            source = "Flyte Admin's task_resources config"
+        else:
+            defaults, limits, source = {}, {}, "unknown"
+        return Platform(
+            defaults=dict(defaults),
+            limits=dict(limits),
+            resources_from=source,
+            k8s=dict(self.k8s_plugin_config),
+            k8s_from="the stand-in's propeller config",
+            pod_templates=dict(self.pod_templates),
+        )
+
+    @property
+    def platform(self) -> Any:
+        """:meth:`platform_for` the stand-in's project and domain."""
+        return self.platform_for(self.project, self.domain)
 
     def _config_yaml(self) -> str:
         return (
@@ -912,7 +1096,14 @@ class FlyteAdminStandIn:
     @property
     def executions(self) -> dict[str, StandInExecution]:
         with self.servicer.lock:
+            self.servicer.settle_catalog()
             return {ex.name: ex for ex in self.servicer.executions.values()}
+
+    @property
+    def catalog(self) -> Catalog:
+        """The data catalog: cached outputs of discoverable tasks (``catalog.py``)."""
+        self.servicer.settle_catalog()
+        return self.servicer.catalog
 
     @property
     def max_inline_bytes(self) -> int:

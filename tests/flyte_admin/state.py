@@ -10,8 +10,8 @@ from typing import Any
 
 import psutil
 from flyteidl.admin import execution_pb2, task_pb2
+from flyteidl.core import catalog_pb2, identifier_pb2, literals_pb2
 from flyteidl.core import execution_pb2 as core_execution_pb2
-from flyteidl.core import identifier_pb2, literals_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 WorkflowPhase = core_execution_pb2.WorkflowExecution.Phase
@@ -94,6 +94,10 @@ class StandInExecution:
     error: core_execution_pb2.ExecutionError | None = None
     abort_cause: str | None = None
     events: list[Event] = field(default_factory=list)
+    # -- the task cache (catalog.py), for a discoverable task --
+    cache_status: int = catalog_pb2.CACHE_DISABLED  # the task node's, as Admin reports it
+    catalog_key: Any = None  # its catalog.CatalogKey
+    cache_entry: Any = None  # the catalog.CatalogEntry it reused (CACHE_HIT) or stored
     # -- what the runner saw (for tests) --
     dask_job: dict[str, Any] | None = None  # the task template's custom, i.e. the DaskJob
     cluster: dict[str, Any] = field(default_factory=dict)  # scheduler/workers: address, pids, args
@@ -115,6 +119,11 @@ class StandInExecution:
     @property
     def phase_name(self) -> str:
         return WorkflowPhase.Name(self.phase)
+
+    @property
+    def cache_status_name(self) -> str:
+        """``CACHE_DISABLED``, ``CACHE_MISS`` (running), ``CACHE_HIT``, ``CACHE_POPULATED``..."""
+        return catalog_pb2.CatalogCacheStatus.Name(self.cache_status)
 
     @property
     def is_terminal(self) -> bool:
