@@ -146,7 +146,8 @@ class FlyteDaskMagics(Magics):
     @argument(
         "--dry-run",
         action="store_true",
-        help="show the Flyte task and DaskJob it would create; run nothing",
+        help="show the Flyte task --remote registers and its DaskJob (with --remote: on that "
+        "deployment, its resource limits read); run nothing",
     )
     @argument(
         "--export",
@@ -181,6 +182,9 @@ class FlyteDaskMagics(Magics):
         With --remote the cell runs on a Flyte cluster (flytekit's config lookup, or --config):
         registered once per version, its dask cluster started from the task image (--image, or
         an ImageSpec of this kernel's environment), its outputs brought back the same way.
+        The platform's resource defaults and limits (Flyte Admin's TASK_RESOURCE attributes, or
+        the file named by $FLYTE_DASK_PLATFORM) give the shape the cluster really gets; it is
+        shown before the run, and --dry-run shows the task exactly as --remote registers it.
         Error line numbers count the %%flyte_dask line as line 1, as JupyterLab shows them.
         """
         args = _parse(self.flyte_dask, line)

@@ -128,6 +128,7 @@ def test_cache_hit_returns_equal_outputs_without_a_cluster(shell):
     shell.run_cell_magic("flyte_dask", "--workers 1 --cache --out first", cell)
     first = shell.user_ns["first"]
     assert first.status == "succeeded" and "starting cluster" in first.phases
+    assert first.cache_stored and "cache: miss, stored" in first.summary_text()
     shell.user_ns.pop("squares")
     start = time.perf_counter()
     shell.run_cell_magic("flyte_dask", "--workers 1 --cache --out second", cell)

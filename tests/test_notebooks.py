@@ -51,6 +51,11 @@ EXPECTED = {
         "replicas: 4",
     ],
     "04_remote_flyte.ipynb": [
+        "cluster: 3 workers × --nthreads 2 --memory-limit 1Gi",
+        "platform: defaults cpu 500m, memory 1Gi; limits cpu 2, memory 2Gi (Flyte Admin: "
+        "TASK_RESOURCE of flytesnacks/development)",
+        "warning: Flyte Admin: TASK_RESOURCE of flytesnacks/development's limits lower the "
+        "dask-worker's cpu 8 → 2",
         "remote result: 210",
         "workers used: 3",
         "totals per key: [180, 240, 300]",

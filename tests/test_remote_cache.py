@@ -96,7 +96,7 @@ def test_an_unchanged_cell_with_equal_inputs_is_a_cache_hit_without_a_cluster(
     assert first_value == sum(i + 1 for i in range(6))
     source = execution_of(admin, first)
     assert source.catalog_key is not None and source.cache_entry.source_execution == source.name
-    # The DataFrame was uploaded to a new place, but the key holds its content hash only.
+    # The DataFrame carries its content hash (the product's HashMethod): the key uses only that.
     assert source.inputs.literals["frame"].hash
 
     define_inputs(shell)  # equal values, defined anew (as after a kernel restart)

@@ -57,6 +57,8 @@ def test_the_dry_run_shows_the_template_remote_registers_byte_for_byte(shell, st
     shell.run_cell_magic("flyte_dask", line(admin, "--workers 2 --out run"), CELL)
     run = shell.user_ns["run"]
     assert run.status == "succeeded"
+    # the parity report says how the image starts dask on a Flyte v1 backend
+    assert "dask-scheduler / dask-worker in the image: shims onto" in run.details["environment"]
     (registered,) = [
         task.closure.compiled_task.template
         for (project, domain, name, version), task in admin.servicer.tasks.items()
