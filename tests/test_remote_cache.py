@@ -112,6 +112,8 @@ def test_an_unchanged_cell_with_equal_inputs_is_a_cache_hit_without_a_cluster(
     summary = second.summary_text()
     assert "cache: hit" in summary and "status: cached" in summary
     assert not CLUSTER_PHASES & set(second.phases), second.phases
+    assert second.shape is None and "used:" not in summary  # no cluster was used
+    assert first.shape is not None and "used:" in first.summary_text()
     assert second.details["cached from"].startswith(f"execution {source.id.project}/")
     assert source.name in second.details["cached from"]
     assert elapsed < first.duration

@@ -331,18 +331,12 @@ class FlyteBackend:
         return self._remote
 
     def read_platform(self, remote: Any) -> Any:
-        """The deployment's values (``platform.Platform``): the platform file's, with the task
-        resource defaults and limits of Flyte Admin's ``TASK_RESOURCE`` attributes of this
-        project/domain when Admin has any (it answers NOT_FOUND when its own config applies)."""
+        """The deployment's values (``platform.Platform``): the platform file's, with Flyte
+        Admin's TASK_RESOURCE attributes of this project/domain when it has any."""
         from flytekit.exceptions.base import FlyteException
-        from flytekit.exceptions.user import FlyteEntityNotExistException
-        from flytekit.models.matchable_resource import MatchableResource
 
-        from ..platform import (
-            PlatformError,
-            from_task_resource_attributes,
-            platform_from_environment,
-        )
+        from ..platform import PlatformError, platform_from_environment
+        from .cluster_shape import with_admin_resources
 
         try:
             platform = platform_from_environment()
@@ -350,48 +344,22 @@ class FlyteBackend:
             raise FlyteConfigError(str(error)) from None
         try:
             with _deadline(CONNECT_DEADLINE), quiet_flytekit():
-                found = remote.client.get_project_domain_attributes(
-                    self._project, self._domain, MatchableResource.TASK_RESOURCE
-                )
-        except FlyteEntityNotExistException:
-            return platform  # NOT_FOUND: nothing overrides Admin's own config
+                return with_admin_resources(platform, remote.client, self._project, self._domain)
         except FlyteException as error:  # the first call: a silent endpoint fails here
             raise self._connection_error(error) from None
-        attributes = found.attributes.matching_attributes.task_resource_attributes
-        defaults, limits = from_task_resource_attributes(attributes)
-        if not defaults and not limits:
-            return platform
-        source = f"Flyte Admin: TASK_RESOURCE of {self._project}/{self._domain}"
-        return platform.with_task_resources(defaults, limits, source)
 
     def _show_shape(self, flyte_task: Any, handle: RunHandle) -> None:
-        """The cluster the registered task gets from Flyte v1.16 on this platform: the summary's
-        "used" row, and a note for each flag a platform limit lowers."""
-        from google.protobuf.json_format import MessageToDict
+        """The cluster the registered task gets on this platform: the summary's "used" row, and
+        a note for each pod whose resources a platform limit lowers."""
+        from .cluster_shape import cluster_shape
 
-        from ..k8s import ManifestError, parse_quantity
-        from ..manifest import translate, worker_shape
-        from ..spec import LocalShape
-
-        platform = self.platform
-        try:
-            template = MessageToDict(flyte_task.template.to_flyte_idl())
-            translation = translate(template, platform=platform)
-        except (ManifestError, ValueError, AttributeError):
-            return  # not a task we built (attach): nothing to say
-        workers, nthreads, memory = worker_shape(translation.manifest)
-        source = platform.resources_from if platform.resources_known else "platform unknown"
-        handle.details["cluster"] = (
-            f"{workers} workers × --nthreads {nthreads} --memory-limit {memory} "
-            f"(Flyte v1.16 with {source})"
-        )
-        notes = []
-        for role, lowered in translation.clamped.items():
-            notes.append(f"the platform's limits lower the {role}'s {', '.join(lowered)}")
-            handle.note(f"{notes[-1]} ({source})")
-        handle.shape = LocalShape(
-            workers, int(nthreads), int(parse_quantity(memory)[0]) or None, tuple(notes)
-        )
+        found = cluster_shape(flyte_task.template, self.platform)
+        if found is None:
+            return
+        handle.details["cluster"] = found.detail
+        for note in found.notes:
+            handle.note(note)
+        handle.shape = found.shape
 
     def _connection_error(self, error: BaseException) -> FlyteConnectionError:
         """One clear message naming the endpoint (never the credentials)."""
@@ -738,6 +706,8 @@ class FlyteBackend:
             status = _cache_status(node)
             if status == "CACHE_HIT":
                 handle.cache_hit = True
+                handle.shape = None  # no cluster was used: no "used" row
+                handle.details.pop("cluster", None)
                 source = node.closure.task_node_metadata.catalog_key.source_task_execution
                 ident = source.node_execution_id.execution_id if source is not None else None
                 if ident is not None and ident.name:
