@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from flyte_admin.fixtures import flyte_admin  # noqa: F401 - Flyte Admin stand-in (test double)
+from flyte_admin.fixtures import admin, flyte_admin  # noqa: F401 - Flyte Admin stand-in (test double)
 
 # A private temp dir for this test session (and the processes it starts), so the leak check
 # below sees only this session's scratch dirs, not those of other runs on the same machine.

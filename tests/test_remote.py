@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -35,16 +34,6 @@ scaled = frame.assign(value=frame.value * n)
 totals: pd.DataFrame = scaled.groupby("key").sum()
 sum(result)
 """
-
-
-@pytest.fixture(scope="module")
-def admin() -> Iterator[FlyteAdminStandIn]:
-    standin = FlyteAdminStandIn()
-    standin.runner.nanny = False
-    try:
-        yield standin
-    finally:
-        standin.close()
 
 
 @pytest.fixture

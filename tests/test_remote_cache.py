@@ -12,7 +12,6 @@ cell once with ``--cache`` (a miss that stores its result); each test then chang
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pandas as pd
 import pytest
@@ -30,16 +29,6 @@ scaled = frame.assign(value=frame.value * n)
 sum(result)
 """
 CLUSTER_PHASES = {"starting cluster", "running", "queued"}
-
-
-@pytest.fixture(scope="module")
-def admin() -> Iterator[FlyteAdminStandIn]:
-    standin = FlyteAdminStandIn()
-    standin.runner.nanny = False
-    try:
-        yield standin
-    finally:
-        standin.close()
 
 
 def define_inputs(shell, n: int = 6, values: range = range(6)) -> None:

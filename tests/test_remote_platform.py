@@ -29,16 +29,6 @@ memory_limits = sorted(w["memory_limit"] for w in info)
 """
 
 
-@pytest.fixture(scope="module")
-def admin() -> Iterator[FlyteAdminStandIn]:
-    standin = FlyteAdminStandIn()
-    standin.runner.nanny = False
-    try:
-        yield standin
-    finally:
-        standin.close()
-
-
 @pytest.fixture
 def stand_in(admin: FlyteAdminStandIn) -> Iterator[FlyteAdminStandIn]:
     admin.clear_calls()
