@@ -107,3 +107,17 @@ def test_without_attributes_the_platform_is_unknown_and_says_so(shell, stand_in)
     assert admin.calls_to("GetProjectDomainAttributes", "NOT_FOUND")
     # propeller's own defaults fill the unset worker resources, as on a real cluster
     assert plan.task["shape"] == "2 workers × --nthreads 1 --memory-limit 1Gi"
+
+
+def test_another_deployment_gets_its_own_uploads(shell, stand_in, flyte_admin):
+    """flytekit remembers uploads per process: equal inputs sent to a second Flyte deployment
+    must be uploaded there, not named by the first one's addresses."""
+    define_inc(shell)
+    shell.run_cell_magic("flyte_dask", line(stand_in, "--workers 1 --out first"), CELL)
+    define_inc(shell)
+    shell.run_cell_magic("flyte_dask", line(flyte_admin, "--workers 1 --out second"), CELL)
+    assert shell.user_ns["first"].status == shell.user_ns["second"].status == "succeeded"
+    assert shell.user_ns["result"] == list(range(1, 11))
+    (execution,) = flyte_admin.executions.values()
+    pickled = execution.inputs.literals["inc"].scalar.union.value.scalar.blob.uri
+    assert pickled.startswith(f"s3://{flyte_admin.bucket}/")

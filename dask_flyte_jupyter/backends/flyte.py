@@ -328,6 +328,7 @@ class FlyteBackend:
                 default_domain=domain,
                 interactive_mode_enabled=True,
             )
+        _forget_other_deployments((endpoint, project, domain))
         return self._remote
 
     def read_platform(self, remote: Any) -> Any:
@@ -846,6 +847,21 @@ class FlyteBackend:
         self._started(remote, execution, handle)
         self.image = flyte_task.template.container.image if flyte_task.template.container else ""
         handle.details["image"] = str(self.image)
+
+
+def _forget_other_deployments(where: tuple[str, str, str]) -> None:
+    """flytekit caches converted inputs (with the addresses they were uploaded to) and its
+    uploads per process, not per deployment: after a cell with another --config, --project or
+    --domain, equal inputs would name the blobs of the deployment used before. Both caches are
+    emptied when ``where`` (endpoint, project, domain) changes; the mark lives on the cache."""
+    from flytekit.core.type_engine import TypeEngine
+    from flytekit.remote.remote_fs import FlytePathResolver
+
+    cache = TypeEngine._LITERAL_CACHE
+    if getattr(cache, "flyte_dask_deployment", where) != where:
+        cache.clear()
+        FlytePathResolver._flyte_path_to_remote_map.clear()
+    cache.flyte_dask_deployment = where
 
 
 def _cache_status(node: Any) -> str | None:
