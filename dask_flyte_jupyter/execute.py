@@ -20,7 +20,7 @@ from .dask_state import is_collection
 from .display import progress_mode, show_progress
 from .errors import attach_readable_traceback, explain_failure, restore_message
 from .results import Results
-from .run import RunHandle
+from .run import RunHandle, kept_as_summary
 from .spec import ClusterSpec
 from .task import default_task_name
 
@@ -153,6 +153,14 @@ def refuse_notebook_dask_state(program: CellProgram, namespace: dict[str, Any]) 
             )
 
 
+class CellExitError(RuntimeError):
+    """The cell called ``sys.exit()``, ``exit()`` or ``quit()``, which cannot end a task."""
+
+
+def _exit_code(error: SystemExit) -> str:
+    return f" with {error.code!r}" if error.code is not None else ""
+
+
 def follow_run(
     handle: RunHandle,
     run: Callable[[], dict[str, Any] | None],
@@ -166,14 +174,23 @@ def follow_run(
     Returns False when ``run()`` returns None: the run goes on without waiting (``--no-wait``).
     A failed run raises its error with a readable traceback; an interrupted one re-raises.
     """
-    with show_progress(handle, mode) as handle.view:
+    history = kept_as_summary(results.magics.runs, handle)  # not the outputs, nor the error
+    with show_progress(handle, mode) as handle.view, history:
         try:
             outputs = run()
         except KeyboardInterrupt as error:
             handle.finish("interrupted", error)
             what = getattr(error, "flyte_dask_message", "the cell's cluster was shut down")
-            sys.stderr.write(f"flyte_dask: interrupted; {what}\n")
+            # a few lines instead of flytekit's and dask's frames (%tb shows them all)
+            attach_readable_traceback(error, [f"KeyboardInterrupt: {handle.name}: {what}"])
             raise
+        except SystemExit as error:  # sys.exit() / exit() / quit() in the cell
+            handle.finish("failed", error)
+            raise CellExitError(
+                f"sys.exit(), exit() and quit() cannot end a Flyte task (the cell called it"
+                f"{_exit_code(error)}): it stopped there and nothing was kept; raise an "
+                "exception to fail the cell, or let it finish"
+            ) from None
         except Exception as error:
             handle.finish("failed", error)
             restore_message(error)
@@ -181,6 +198,13 @@ def follow_run(
                 error, handle.failed_phase, cell_filename, handle.name, files, run=handle
             )
             attach_readable_traceback(error, lines)
+            raise
+        except BaseException as error:  # GeneratorExit, BaseException(...) raised by the cell
+            handle.finish("failed", error)
+            detail = f": {error}" if str(error) else ""
+            attach_readable_traceback(
+                error, [f"{type(error).__name__}{detail} (raised by the cell; the run failed)"]
+            )
             raise
         if outputs is None:
             return False

@@ -15,6 +15,7 @@ import hashlib
 import json
 import linecache
 import logging
+import sys
 import textwrap
 import types
 import typing
@@ -410,6 +411,10 @@ def build_task(
         "flyte_dask_start": runtime.start,
         "flyte_dask_settings": run_settings(program, spec, output_names, remote=report_versions),
         "flyte_dask_extra": None,
+        # IPython takes exit/quit out of builtins while a cell runs; in the task they exit as in
+        # a script, so that the run can say they cannot end a task (execute.py)
+        "exit": sys.exit,
+        "quit": sys.exit,
         **timing.TIMING_GLOBALS,
     }
     if report_versions:
@@ -422,8 +427,6 @@ def build_task(
         cloudpickle.register_pickle_by_value(dask_state)
         cloudpickle.register_pickle_by_value(timing)
         if spec.cache:  # the inputs' HashMethod(content_hash) is part of the task's interface
-            import sys
-
             cloudpickle.register_pickle_by_value(sys.modules[__name__])
         module_globals["flyte_dask_extra"] = collector(VERSIONS_OUTPUT)
     for module in program.modules:
@@ -451,6 +454,7 @@ def build_task(
     # a cell task belongs to no module, and its name must not depend on who called us.
     dask_task._name = name
     dask_task._instantiated_in = None
+    _forget_entity(dask_task)
     return CellTask(
         task=dask_task,
         name=name,
@@ -463,6 +467,19 @@ def build_task(
         source=source,
         parameters=types.MappingProxyType(params),
     )
+
+
+def _forget_entity(task: Any) -> None:
+    """Takes ``task`` out of the list where flytekit keeps every task it ever made (for
+    ``pyflyte register``): a cell's task lives for one run, and through its function's globals
+    and hooks it may hold what the cell bound."""
+    from flytekit.core.context_manager import FlyteEntities
+
+    entities = FlyteEntities.entities
+    for at in range(len(entities) - 1, -1, -1):  # it was just added: the last one
+        if entities[at] is task:
+            del entities[at]
+            return
 
 
 @contextmanager

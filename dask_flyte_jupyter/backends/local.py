@@ -19,6 +19,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from ..cell import CellProgram
+from ..interrupts import shielded
 from ..run import RunHandle
 from ..spec import ClusterSpec, LocalShape, local_shape
 from ..task import META_OUTPUTS, CellTask, build_task
@@ -27,6 +28,10 @@ from .dask_monitor import watch_cluster
 ADDRESS_VARIABLE = "DASK_SCHEDULER_ADDRESS"
 #: Seconds the workers of a local cluster may take to start.
 WORKER_START_TIMEOUT = 120
+#: A worker preload (script text: distributed runs text with spaces as a script).
+IGNORE_INTERRUPTS = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)"
+#: Seconds closing a client or the cluster may take (the teardown is shielded from Ctrl-C).
+CLOSE_TIMEOUT = 30
 
 
 def machine_shape() -> tuple[int, int]:
@@ -43,8 +48,18 @@ def _on_demand_task_class() -> type:
 
     class OnDemandClusterDaskTask(DaskTask):  # type: ignore[misc]
         start_cluster: Callable[[], None] = staticmethod(lambda: None)
+        #: Called with each scratch directory flytekit makes for the run, to remove at its end.
+        scratch: Callable[[str], None] = staticmethod(lambda path: None)
+
+        def local_execute(self, ctx: Any, **kwargs: Any) -> Any:
+            state = ctx.execution_state
+            if state is not None and state.working_dir:  # made for this call, also on a hit
+                self.scratch(str(state.working_dir))
+            return super().local_execute(ctx, **kwargs)
 
         def pre_execute(self, user_params: Any) -> Any:
+            for path in _sandbox_dirs(user_params):
+                self.scratch(path)
             self.start_cluster()
             return super().pre_execute(user_params)
 
@@ -81,15 +96,31 @@ class LocalBackend:
         cores, memory = machine_shape()
         shape = local_shape(handle.spec, cores, memory)
 
-        with ExitStack() as cleanup:
+        cleanup = ExitStack()
+        try:
             task = cell_task.task
             task.start_cluster = lambda: _start_cluster(shape, handle, cleanup)
+            task.scratch = lambda path: cleanup.callback(shutil.rmtree, path, ignore_errors=True)
             outputs = task(**inputs)
             handle.cache_hit = handle.dashboard_link is None
             handle.cache_stored = handle.spec.cache and not handle.cache_hit and _cache_enabled()
             if not handle.cache_hit:
                 handle.begin("stopping cluster")
+        finally:
+            with shielded():  # a second Ctrl-C must not leave the cluster half closed
+                cleanup.close()
         return _as_dict(outputs, cell_task)
+
+
+def _sandbox_dirs(user_params: Any) -> list[str]:
+    """The directories flytekit's local execution makes for one task run and leaves behind:
+    the task sandbox, and the checkpoint's temporary directory, which flytekit removes only
+    when the checkpoint is collected (for a failed run: when its traceback is gone)."""
+    paths = [str(user_params.working_directory)]
+    checkpoint_dir = getattr(user_params.checkpoint, "_td", None)  # SyncCheckpoint's own
+    if isinstance(checkpoint_dir, tempfile.TemporaryDirectory):
+        paths.append(checkpoint_dir.name)
+    return paths
 
 
 def _cache_enabled() -> bool:
@@ -112,20 +143,24 @@ def _start_cluster(shape: LocalShape, handle: RunHandle, cleanup: ExitStack) -> 
     handle.shape = shape
     for note in shape.notes:
         handle.note(note)
-    workdir = tempfile.mkdtemp(prefix="flyte-dask-")
-    cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
-    # Start the scheduler first and the workers after, so the view can count them coming up.
-    cluster = LocalCluster(  # type: ignore[no-untyped-call]
-        n_workers=0,
-        threads_per_worker=shape.threads_per_worker,
-        memory_limit=shape.memory_limit if shape.memory_limit is not None else "auto",
-        processes=True,
-        dashboard_address="127.0.0.1:0",
-        host="127.0.0.1",
-        local_directory=workdir,
-        silence_logs=logging.ERROR,
-    )
-    cleanup.callback(_close_cluster, cluster)
+    with shielded():  # an interrupt now would lose the half-started cluster: it waits
+        workdir = tempfile.mkdtemp(prefix="flyte-dask-")
+        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+        # Start the scheduler first and the workers after, so the view can count them coming up.
+        cluster = LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=0,
+            threads_per_worker=shape.threads_per_worker,
+            memory_limit=shape.memory_limit if shape.memory_limit is not None else "auto",
+            processes=True,
+            dashboard_address="127.0.0.1:0",
+            host="127.0.0.1",
+            local_directory=workdir,
+            silence_logs=logging.ERROR,
+            # Jupyter interrupts the kernel's whole process group: the workers leave Ctrl-C to
+            # the kernel (which closes them) instead of each printing its own traceback.
+            preload=[IGNORE_INTERRUPTS],
+        )
+        cleanup.callback(_close_cluster, cluster)
     handle.task_source = watch_cluster(cluster).counts
     handle.dashboard_link = cluster.dashboard_link
     _wait_for_workers(cluster, shape.workers, handle)
@@ -164,8 +199,8 @@ def _close_cluster(cluster: Any) -> None:
 
     for client in list(_global_clients.values()):
         if client.scheduler is not None and client.scheduler.address == cluster.scheduler_address:
-            client.close()  # type: ignore[no-untyped-call]
-    cluster.close()
+            client.close(timeout=CLOSE_TIMEOUT)  # type: ignore[no-untyped-call]
+    cluster.close(timeout=CLOSE_TIMEOUT)
 
 
 def _as_dict(outputs: Any, cell_task: CellTask) -> dict[str, Any]:
