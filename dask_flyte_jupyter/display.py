@@ -253,7 +253,7 @@ class RunTable:
             f"{run.duration:.1f}s",
             record["used"] or "-",
             run.cache_text,
-            ", ".join(run.outputs) or "-",
+            ", ".join(run.output_info) or "-",
             run.dashboard_link or next(iter(run.links.values()), "-"),
         )
 

@@ -10,7 +10,7 @@ import re
 import sys
 import sysconfig
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -121,6 +121,35 @@ def user_frames(
     return [frame for frame in frames if _is_user_frame(frame.filename, roots)]
 
 
+#: Python shows a frame that repeats (recursion) this many times in a row, then says how many
+#: more there were (``traceback.StackSummary.format``).
+RECURSIVE_CUTOFF = 3
+
+
+def fold_repeats(frames: Iterable[tuple[Hashable, list[str]]]) -> list[str]:
+    """The lines of ``frames`` (each a key, such as file, line and function, and its lines),
+    with a frame repeated in a row shown :data:`RECURSIVE_CUTOFF` times and then
+    "[Previous line repeated N more times]", as Python folds a deep recursion."""
+    lines: list[str] = []
+    last: Hashable = object()
+    count = 0
+
+    def fold() -> None:
+        if count > RECURSIVE_CUTOFF:
+            more = count - RECURSIVE_CUTOFF
+            lines.append(f"  [Previous line repeated {more} more time{'s' if more > 1 else ''}]")
+
+    for key, frame_lines in frames:
+        if key != last:
+            fold()
+            last, count = key, 0
+        count += 1
+        if count <= RECURSIVE_CUTOFF:
+            lines.extend(frame_lines)
+    fold()
+    return lines
+
+
 def readable_traceback(
     error: BaseException,
     cell_filename: str,
@@ -131,15 +160,16 @@ def readable_traceback(
     """Lines describing ``error``: user frames only, the cell's frames as "cell line N", then
     ``message`` (default: the exception's own line)."""
     lines = ["Traceback (your code only, most recent call last):"]
+    shown = []
     for frame in user_frames(error.__traceback__, code_files):
         where = (
             f"  Cell line {frame.lineno}"
             if frame.filename == cell_filename
             else f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}'
         )
-        lines.append(where)
-        if frame.line:
-            lines.append(f"    {frame.line.strip()}")
+        source = [f"    {frame.line.strip()}"] if frame.line else []
+        shown.append(((frame.filename, frame.lineno, frame.name), [where, *source]))
+    lines.extend(fold_repeats(shown))
     if message is None:
         message = traceback.format_exception_only(type(error), error)[-1].rstrip("\n").split("\n")
     lines.extend(message)
@@ -381,6 +411,8 @@ def attach_readable_traceback(error: BaseException, lines: list[str]) -> None:
     shows the full traceback, as the messages promise.
     """
     text = list(lines)
+    with contextlib.suppress(AttributeError):  # what the run's summary keeps (run.py)
+        error.flyte_dask_lines = text  # type: ignore[attr-defined]
 
     def render() -> list[str]:
         return full_traceback(error) if _called_by_tb_magic() else text

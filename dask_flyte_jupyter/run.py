@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import html
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -39,6 +41,26 @@ class TaskCounts:
     restarts: tuple[WorkerRestart, ...] = ()
 
 
+@dataclass(frozen=True)
+class OutputSummary:
+    """What the run's summary says of one output, kept when the output itself is not."""
+
+    type: str  # the type's name, e.g. "ndarray"
+    text: str  # "name: type (size)", from metadata only (``describe_value``)
+
+
+class RunFailedError(Exception):
+    """A failed run retold from its summary: the history keeps the error's text, not the error
+    (its traceback's frames hold the cell's locals)."""
+
+    def __init__(self, text: str, lines: tuple[str, ...] = ()) -> None:
+        super().__init__(text)
+        self.lines = lines or (text,)
+
+    def _render_traceback_(self) -> list[str]:
+        return list(self.lines)
+
+
 @dataclass(eq=False)  # a handle is itself; comparing outputs could compute or raise
 class RunHandle:
     """Status, timings, outputs and links of one run (``--out VAR`` stores it)."""
@@ -58,6 +80,12 @@ class RunHandle:
     dropped: list[str] = field(default_factory=list)
     value: Any = field(default=None, repr=False)
     error: BaseException | None = None
+    #: What the summary, the run table and the sidebar show of the outputs and the error; they
+    #: outlive the outputs and the error themselves (see :meth:`summary`).
+    output_summaries: dict[str, OutputSummary] = field(default_factory=dict, repr=False)
+    error_text: str | None = None
+    #: The readable error as the cell showed it (``errors.attach_readable_traceback``).
+    error_lines: tuple[str, ...] = field(default=(), repr=False)
     failed_phase: str | None = None
     current_phase: str | None = None
     cache_hit: bool = False
@@ -135,6 +163,8 @@ class RunHandle:
             return self.follower(timeout=timeout)
         if self.error is not None:
             raise self.error
+        if self.error_text is not None:  # a summary from the history: the error is not kept
+            raise RunFailedError(self.error_text, self.error_lines)
         return self.value
 
     def refresh(self) -> None:
@@ -160,8 +190,51 @@ class RunHandle:
         self.current_phase = None
         self.status = status
         self.error = error
+        self.error_text = _error_text(error) if error is not None else None
+        self.output_summaries = self._summarize_outputs()
         self._ended = time.perf_counter()
         self.emit(f"status:{status}")
+
+    def _summarize_outputs(self) -> dict[str, OutputSummary]:
+        return {
+            name: OutputSummary(_type_name(value), describe_value(name, value))
+            for name, value in self.outputs.items()
+        }
+
+    def current_error_text(self) -> str | None:
+        """``Type: message`` of the run's error (its message may be restored after ``finish``)."""
+        return _error_text(self.error) if self.error is not None else self.error_text
+
+    @property
+    def output_info(self) -> dict[str, OutputSummary]:
+        """Name, type and size of each output: kept at the end of the run, else from the values."""
+        return self.output_summaries or self._summarize_outputs()
+
+    def summary(self) -> RunHandle:
+        """This run as the history keeps it once it ended: status, timings, shape, notes, links,
+        output names, types and sizes, the error's text; not the outputs, the value or the
+        error (whose traceback holds the cell's locals), nor the callbacks of a live run.
+        The handle itself, which ``--out VAR`` stores, keeps them."""
+        lines = getattr(self.error, "flyte_dask_lines", None)
+        return dataclasses.replace(
+            self,
+            phases=dict(self.phases),
+            notes=list(self.notes),
+            outputs={},
+            dropped=list(self.dropped),
+            value=None,
+            error=None,
+            output_summaries=dict(self.output_info),
+            error_text=self.current_error_text(),
+            error_lines=tuple(lines) if isinstance(lines, list) else self.error_lines,
+            links=dict(self.links),
+            details=dict(self.details),
+            environment={role: dict(v) for role, v in self.environment.items()},
+            follower=None,
+            refresher=None,
+            canceller=None,
+            listeners=[],
+        )
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-ready view of the run, for the run table and the JupyterLab sidebar."""
@@ -176,7 +249,7 @@ class RunHandle:
             "requested": self.spec.to_options(),
             "used": _shape_text(self.shape) if self.shape is not None else None,
             "cache_hit": self.cache_hit,
-            "outputs": {k: _type_name(v) for k, v in self.outputs.items()},
+            "outputs": {k: info.type for k, info in self.output_info.items()},
             "tasks": {
                 "total": self.tasks.total,
                 "done": self.tasks.done,
@@ -185,7 +258,7 @@ class RunHandle:
             "dashboard": self.dashboard_link,
             "links": dict(self.links),
             "remote_status": self.remote_status or None,
-            "error": _error_text(self.error) if self.error is not None else None,
+            "error": self.current_error_text(),
         }
 
     # ---- rendering -------------------------------------------------------------------------
@@ -215,10 +288,9 @@ class RunHandle:
         if self.phases:
             rows.append(("time", ", ".join(f"{k} {v:.2f}s" for k, v in self.phases.items())))
         rows.append(("total", f"{self.duration:.2f}s"))
-        if self.outputs:
-            rows.append(
-                ("outputs", ", ".join(describe_value(k, v) for k, v in self.outputs.items()))
-            )
+        outputs = self.output_info
+        if outputs:
+            rows.append(("outputs", ", ".join(info.text for info in outputs.values())))
         if self.dropped:
             rows.append(("not kept", ", ".join(self.dropped) + " (live cluster objects)"))
         if self.dashboard_link:
@@ -246,6 +318,20 @@ class RunHandle:
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
         return {"text/plain": self.summary_text(), "text/html": self.summary_html()}
+
+
+@contextlib.contextmanager
+def kept_as_summary(runs: list[Any], handle: RunHandle) -> Iterator[None]:
+    """Once the block has ended ``handle``'s run, the run history ``runs`` holds its
+    :meth:`~RunHandle.summary` instead of the handle: the outputs stay only in the notebook
+    (and in a handle the user keeps), a failed run's locals go with its traceback."""
+    try:
+        yield
+    finally:
+        if handle.status in FINAL:
+            for at, run in enumerate(runs):
+                if run is handle:
+                    runs[at] = handle.summary()
 
 
 def _shape_text(shape: LocalShape) -> str:

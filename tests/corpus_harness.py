@@ -137,7 +137,7 @@ class KernelProbe:
                 "status": run.status,
                 "tasks": run.tasks.total,
                 "duration": run.duration,
-                "error": None if run.error is None else f"{type(run.error).__name__}: {run.error}",
+                "error": run.current_error_text(),  # the history keeps the text, not the error
             }
         self.records.append(record)
 

@@ -11,7 +11,12 @@ from distributed.scheduler import KilledWorker
 from IPython.core.error import UsageError
 from shell_helpers import magics
 
-from dask_flyte_jupyter.errors import explain_failure, restore_message, unsent_output_text
+from dask_flyte_jupyter.errors import (
+    explain_failure,
+    fold_repeats,
+    restore_message,
+    unsent_output_text,
+)
 from dask_flyte_jupyter.run import RunHandle, TaskCounts, WorkerRestart
 from dask_flyte_jupyter.spec import LocalShape, spec_from_options
 
@@ -191,3 +196,38 @@ def test_an_unsent_output_is_named_from_flytekits_text_alone():
     assert unsent_output_text(value).startswith("the cell's last expression cannot be sent back")
     # a value that does not fit the type the cell annotated is another problem
     assert unsent_output_text(said.replace("typing.Any | None.\n", "<class 'int'>.\n")) is None
+
+
+RECURSION = """\
+def r(n):
+    return r(n + 1)
+r(0)
+"""
+
+
+def test_deep_recursion_is_folded_as_python_folds_it(shell, capsys):
+    result = shell.run_cell("%%flyte_dask --workers 1 --no-progress\n" + RECURSION, True)
+    assert isinstance(result.error_in_exec, RecursionError)
+    shown = capsys.readouterr()
+    lines = ANSI.sub("", shown.out + shown.err).rstrip("\n").splitlines()
+    assert len(lines) < 40, "\n".join(lines)
+    text = "\n".join(lines)
+    assert "RecursionError: maximum recursion depth exceeded" in text
+    assert text.count("  Cell line 3\n    return r(n + 1)") == 3  # then folded, as Python does
+    folded = re.search(r"^  \[Previous line repeated (\d+) more times\]$", text, re.MULTILINE)
+    assert folded is not None and int(folded.group(1)) > 500
+    assert magics(shell).runs[-1].error_text.startswith("RecursionError: maximum recursion")
+
+
+def test_fold_repeats_follows_pythons_rule():
+    def frames(*keys: str) -> list[tuple[str, list[str]]]:
+        return [(key, [f"  {key}"]) for key in keys]
+
+    assert fold_repeats(frames("a", "b", "b", "b", "c")) == ["  a", "  b", "  b", "  b", "  c"]
+    assert fold_repeats(frames("a", *"b" * 4, "c")) == [
+        "  a",
+        *["  b"] * 3,
+        "  [Previous line repeated 1 more time]",
+        "  c",
+    ]
+    assert fold_repeats(frames(*"b" * 10))[-1] == "  [Previous line repeated 7 more times]"

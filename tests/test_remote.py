@@ -9,6 +9,7 @@ every test starts from an empty call log and real package versions.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from pathlib import Path
@@ -209,6 +210,19 @@ def test_failing_remote_cell_shows_the_cells_own_error(shell, stand_in):
     assert execution_of(admin, run).phase_name == "FAILED"
 
 
+def test_deep_recursion_remotely_is_folded_as_python_folds_it(shell, stand_in):
+    cell = "def r(n):\n    return r(n + 1)\nr(0)\n"
+    with pytest.raises(RecursionError) as caught:
+        shell.run_cell_magic("flyte_dask", remote_line(stand_in, "--workers 1"), cell)
+    lines = caught.value._render_traceback_()
+    shown = "\n".join(lines)
+    assert len(lines) < 40, shown
+    assert "RecursionError: maximum recursion depth exceeded" in shown
+    assert shown.count("  Cell line 3\n    return r(n + 1)") == 3
+    folded = re.search(r"^  \[Previous line repeated (\d+) more times\]$", shown, re.MULTILINE)
+    assert folded is not None and int(folded.group(1)) > 500
+
+
 def test_keyboard_interrupt_aborts_the_execution(shell, stand_in, capsys):
     admin = stand_in
     runs = magics(shell).runs
@@ -307,3 +321,51 @@ def test_refused_credentials_and_projects_name_the_endpoint_only():
     assert "s3cr3t" not in "\n".join(refused.flyte_dask_explanation)
     project = backend._connection_error(FlyteInvalidInputException("request"))
     assert "refused project 'nope' / domain 'dev'" in str(project)
+
+
+def test_a_quoted_config_path_is_the_file(shell, stand_in):
+    result = shell.run_cell_magic(
+        "flyte_dask",
+        f"--remote --config '{stand_in.config_path}' --image \"{IMAGE}\" --dry-run",
+        "x = 1\n",
+    )
+    assert result.task["image"] == IMAGE  # quotes removed: the image, and the config file
+    assert stand_in.calls_to("GetProjectDomainAttributes")  # read from Admin through it
+    assert not any("Flyte Admin" in warning for warning in result.warnings)
+
+
+def _shown(caught: pytest.ExceptionInfo) -> str:
+    return "\n".join(caught.value._render_traceback_())
+
+
+def test_an_unknown_project_is_named_as_not_existing(shell, stand_in):
+    with pytest.raises(FlyteConnectionError) as caught:
+        shell.run_cell_magic("flyte_dask", remote_line(stand_in, "--project nope"), "m = 1\n")
+    shown = _shown(caught)
+    assert shown.splitlines() == [
+        f"FlyteConnectionError: project 'nope' does not exist on Flyte Admin at "
+        f"{stand_in.endpoint}",
+        "Pass an existing --project (it has: flytesnacks), or create the project first.",
+    ]
+    assert stand_in.calls_to("GetProjectDomainAttributes", "INVALID_ARGUMENT")  # Admin said so
+    assert magics(shell).runs[-1].status == "failed" and "m" not in shell.user_ns
+
+    with pytest.raises(FlyteConnectionError, match="domain 'nowhere' does not exist"):
+        shell.run_cell_magic("flyte_dask", remote_line(stand_in, "--domain nowhere"), "m = 1\n")
+
+
+def test_a_client_secret_without_client_id_names_the_auth_config(shell, stand_in, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("never-print-this-secret\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        stand_in.config_path.read_text().replace(
+            "  insecure: true\n", f"  insecure: true\n  clientSecretLocation: {secret}\n"
+        )
+    )
+    with pytest.raises(FlyteConnectionError) as caught:
+        shell.run_cell_magic("flyte_dask", f"--remote --config {config} --image {IMAGE}", "m = 1\n")
+    shown = _shown(caught)
+    assert "auth settings of the Flyte config" in shown and "clientId" in shown
+    assert "cannot reach" not in shown and "never-print-this-secret" not in shown
+    assert len(shown.splitlines()) == 2

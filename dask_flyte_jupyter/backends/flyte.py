@@ -33,12 +33,12 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ..cell import CellProgram
-from ..errors import unsent_output_text
+from ..errors import fold_repeats, unsent_output_text
 from ..run import RunHandle
 from ..spec import ClusterSpec, WorkerSpec
 from ..task import VERSIONS_OUTPUT, CellTask, build_task, quiet_flytekit
@@ -57,6 +57,8 @@ LARGE_UPLOAD_BYTES = 10 * 2**20
 START_NODE, END_NODE = "start-node", "end-node"
 _CELL_FUNCTION = "cell"  # the code name of the generated task function (task.py)
 _FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<name>.+?)\s*$')
+#: How Python's traceback says that the frame above repeats (a deep recursion).
+_REPEATED = re.compile(r"^\s*\[Previous line repeated (?P<count>\d+) more times?\]\s*$")
 
 
 class _Explained(Exception):
@@ -371,12 +373,21 @@ class FlyteBackend:
         )
 
         where = f"Flyte Admin at {self._endpoint}"
+        auth_problem = _auth_config_problem(error)
         if isinstance(error, FlyteAuthenticationException):
             text = f"{where} refused the credentials"
             advice = "Log in again (or fix the config's auth settings) and re-run the cell."
         elif isinstance(error, FlyteInvalidInputException):
-            text = f"{where} refused project {self._project!r} / domain {self._domain!r}"
-            advice = "Pass an existing --project / --domain."
+            text, advice = self._unknown_target(where)
+        elif auth_problem is not None:
+            text = f"the auth settings of the Flyte config for {where} are incomplete"
+            advice = f"flytekit: {auth_problem}"
+            if "client id" in auth_problem.lower():
+                advice = (
+                    "clientSecretLocation (or clientSecretEnvVar) makes flytekit log in with a "
+                    "client secret, which needs admin.clientId as well: add clientId to the "
+                    "config, or remove the secret to log in interactively."
+                )
         else:
             if isinstance(error, FlyteTimeout):
                 text = f"{where} did not answer within {CONNECT_DEADLINE:g}s"
@@ -387,6 +398,31 @@ class FlyteBackend:
                 "~/.flyte/config.yaml) and that the cluster is reachable from this machine."
             )
         return FlyteConnectionError(text, advice)
+
+    def _unknown_target(self, where: str) -> tuple[str, str]:
+        """What Admin's INVALID_ARGUMENT for a project / domain means (Admin validates that both
+        are registered): which of them does not exist, from Admin's own lists when it gives them."""
+        projects: list[str] | None = None
+        domains: list[str] | None = None
+        with contextlib.suppress(Exception), _deadline(CONNECT_DEADLINE), quiet_flytekit():
+            client = self._remote.client
+            projects = sorted(p.id for p in client.list_projects_paginated(limit=100)[0])
+            domains = [d.id for d in client.get_domains()]
+        if projects is not None and self._project not in projects:
+            known = ", ".join(projects) or "none"
+            return (
+                f"project {self._project!r} does not exist on {where}",
+                f"Pass an existing --project (it has: {known}), or create the project first.",
+            )
+        if domains is not None and self._domain not in domains:
+            return (
+                f"domain {self._domain!r} does not exist on {where}",
+                f"Pass an existing --domain (it has: {', '.join(domains)}).",
+            )
+        return (
+            f"{where} refused project {self._project!r} / domain {self._domain!r}",
+            "Pass an existing --project / --domain.",
+        )
 
     def _describe_image(self, handle: RunHandle) -> None:
         from ..dryrun import python_in_image
@@ -797,9 +833,12 @@ class FlyteBackend:
         return failure
 
     def _frame_lines(self, frames: list[tuple[str, int, str]]) -> list[str]:
-        lines = []
+        """The frames' lines, a frame repeated in a row (recursion) folded as Python does."""
+        shown: list[tuple[Hashable, list[str]]] = []
         cell_file = self._cell_task.filename if self._cell_task is not None else ""
-        for filename, lineno, function in frames:
+        for frame in frames:
+            lines: list[str] = []
+            filename, lineno, function = frame
             if filename == "<dynamic-code>":
                 if function == _CELL_FUNCTION:
                     filename = cell_file or "<cell>"
@@ -812,7 +851,8 @@ class FlyteBackend:
             source = linecache.getline(filename, lineno).strip() if filename else ""
             if source:
                 lines.append(f"    {source}")
-        return lines
+            shown.append((frame, lines))
+        return fold_repeats(shown)
 
     # ---- attach ------------------------------------------------------------------------------
 
@@ -847,6 +887,23 @@ class FlyteBackend:
         self._started(remote, execution, handle)
         self.image = flyte_task.template.container.image if flyte_task.template.container else ""
         handle.details["image"] = str(self.image)
+
+
+def _auth_config_problem(error: BaseException) -> str | None:
+    """Why flytekit could not log in with the config's auth settings, when that is what
+    ``error`` is: flytekit's auth code raises ``ValueError`` (say "Client ID and Client SECRET
+    both are required") on the first call, which its gRPC wrapper re-raises as a
+    ``FlyteSystemException`` like any unreachable endpoint."""
+    cause = error.__cause__ or error.__context__
+    while cause is not None:
+        tb = cause.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next  # where it was raised
+        raised_in = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+        if isinstance(cause, ValueError) and raised_in.startswith("flytekit.clients"):
+            return str(cause)
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _forget_other_deployments(where: tuple[str, str, str]) -> None:
@@ -887,18 +944,26 @@ def _split_flytekit_error(message: str) -> tuple[str, str]:
 
 
 def _user_frames(trace: str) -> list[tuple[str, int, str]]:
-    """(file, line, function) of the traceback's frames that are not library code."""
-    frames = []
+    """(file, line, function) of the traceback's frames that are not library code; a frame
+    Python folded ("[Previous line repeated N more times]") is there N more times."""
+    frames: list[tuple[str, int, str]] = []
+    kept = False  # whether the last frame of the text is among them
     for line in trace.splitlines():
+        repeated = _REPEATED.match(line)
+        if repeated is not None and kept:
+            frames += [frames[-1]] * min(int(repeated["count"]), sys.getrecursionlimit())
+            continue
         match = _FRAME.match(line)
         if match is None:
             continue
         filename = match["file"]
-        if filename.startswith("<frozen") or "site-packages" in filename:
-            continue
-        if re.search(r"/lib/python3[.\d]*/", filename):
-            continue
-        frames.append((filename, int(match["line"]), match["name"]))
+        kept = not (
+            filename.startswith("<frozen")
+            or "site-packages" in filename
+            or re.search(r"/lib/python3[.\d]*/", filename)
+        )
+        if kept:
+            frames.append((filename, int(match["line"]), match["name"]))
     return frames
 
 
