@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import dask_state, runtime, timing
+from . import cache_key, dask_state, runtime, timing
 from .accelerators import flytekit_accelerator
 from .cell import CellProgram
 from .notebook_syntax import wrap_cell_timer
@@ -116,35 +116,9 @@ def unpack_outputs(outputs: dict[str, Any]) -> Unpacked:
 
 
 def content_hash(value: object) -> str:
-    """A hash of an input's content, stable across kernel restarts where possible.
-
-    Functions and classes hash by source (their pickles record the cell file name, which changes
-    each time the defining cell runs); frames and arrays by their data; the rest by pickle.
-    """
-    import cloudpickle
-
-    digest = hashlib.sha256()
-    if isinstance(value, (types.FunctionType, type)):
-        try:
-            import inspect
-
-            digest.update(inspect.getsource(value).encode())
-            return digest.hexdigest()
-        except (OSError, TypeError):
-            pass
-    type_name = f"{type(value).__module__}.{type(value).__qualname__}"
-    if type_name == "pandas.DataFrame":
-        import pandas as pd
-
-        digest.update(pd.util.hash_pandas_object(value, index=True).values.tobytes())
-        digest.update(repr(list(value.columns)).encode())  # type: ignore[attr-defined]
-        return digest.hexdigest()
-    if type_name == "numpy.ndarray":
-        digest.update(repr((value.dtype, value.shape)).encode())  # type: ignore[attr-defined]
-        digest.update(value.tobytes())  # type: ignore[attr-defined]
-        return digest.hexdigest()
-    digest.update(cloudpickle.dumps(value))
-    return digest.hexdigest()
+    """A hash of an input's content for the cache key (``cache_key.py``): functions and classes
+    by their code and everything they read, frames and arrays by their data, the rest by pickle."""
+    return cache_key.content_hash(value)
 
 
 def _hashed(python_type: Any) -> Any:
@@ -428,6 +402,7 @@ def build_task(
         cloudpickle.register_pickle_by_value(timing)
         if spec.cache:  # the inputs' HashMethod(content_hash) is part of the task's interface
             cloudpickle.register_pickle_by_value(sys.modules[__name__])
+            cloudpickle.register_pickle_by_value(cache_key)
         module_globals["flyte_dask_extra"] = collector(VERSIONS_OUTPUT)
     for module in program.modules:
         module_globals[module.name] = _import(module.module)
