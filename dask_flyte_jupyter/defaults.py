@@ -4,12 +4,11 @@ imported at ``%load_ext``."""
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
 import traitlets
 
-from .spec import ClusterSpec
+from .spec import ClusterSpec, format_option
 
 
 class KernelDefaults(traitlets.HasTraits):
@@ -35,7 +34,7 @@ def target_line(spec: ClusterSpec, remote: bool, project: str, domain: str) -> s
     line = spec.magic_line()
     if remote:
         line += " --remote"
-        for flag, text in (("--project", project), ("--domain", domain)):
+        for flag, text in (("project", project), ("domain", domain)):
             if text.strip():
-                line += f" {flag} {shlex.quote(text.strip())}"
+                line += " " + format_option(flag, text.strip())
     return line

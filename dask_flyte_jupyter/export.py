@@ -59,6 +59,9 @@ _AS_OUTPUT = (
     '    """flytekit refuses tuple outputs, so a tuple is returned as a list."""\n'
     "    return list(value) if isinstance(value, tuple) else value\n\n"
 )
+#: The first line of every exported module (after the docstring's quotes): how a file that an
+#: export wrote, and that a later export may replace, is recognised.
+HEADER = "A notebook cell exported by dask_flyte_jupyter from:"
 _PICKLED = "typing.Any | None"  # flytekit pickles it; None is a value too (say `print(...)`)
 _FLYTEKIT_NAMES = frozenset(
     {"typing", "task", "workflow", "Resources", "Dask", "Scheduler", "WorkerGroup", "CellOutputs"}
@@ -97,16 +100,40 @@ def export_source(program: CellProgram, spec: ClusterSpec, namespace: Mapping[st
 
 
 def export_cell(
-    program: CellProgram, spec: ClusterSpec, namespace: Mapping[str, object], path: str | Path
+    program: CellProgram,
+    spec: ClusterSpec,
+    namespace: Mapping[str, object],
+    path: str | Path,
+    force: bool = False,
 ) -> Path:
-    """Writes the cell as a flytekit module at ``path``; returns the path written."""
+    """Writes the cell as a flytekit module at ``path``; returns the path written.
+
+    An existing file is replaced only when an export wrote it (it starts with the exported
+    module's header), or with ``force``: anything else at ``path`` is someone's work.
+    """
     target = Path(path).expanduser()
     source = export_source(program, spec, namespace)
+    if target.is_dir():
+        raise ExportError(f"cannot write {target}: it is a directory")
+    if target.exists() and not force and not _written_by_export(target):
+        raise ExportError(
+            f"{target} exists and was not written by --export: not overwritten (choose "
+            "another PATH, or add --force to replace it)"
+        )
     try:
         target.write_text(source, encoding="utf-8")
     except OSError as error:
         raise ExportError(f"cannot write {target}: {error.strerror or error}") from None
     return target
+
+
+def _written_by_export(path: Path) -> bool:
+    """Whether the file at ``path`` starts with the header of an exported module."""
+    try:
+        with path.open(encoding="utf-8") as file:
+            return file.read(len(HEADER) + 3) == f'"""{HEADER}'
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _check_clashes(plan: _Plan, namespace: Mapping[str, object]) -> None:
@@ -500,7 +527,7 @@ class _Writer:
     def docstring(self) -> str:
         line = self.spec.magic_line().replace("\\", "\\\\").replace('"""', '\\"""')
         return (
-            f'"""A notebook cell exported by dask_flyte_jupyter from:\n\n    {line}\n\n'
+            f'"""{HEADER}\n\n    {line}\n\n'
             f"Run it locally with ``python <this file>``, or with\n"
             f"``pyflyte run [--remote] <this file> {self.workflow_name}"
             f"{''.join(f' --{n} ...' for n in self.params)}``.\n"

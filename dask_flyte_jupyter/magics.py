@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import keyword
+import shlex
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from .cell import CellError, analyse_cell
 from .defaults import KernelDefaults
-from .spec import ClusterSpec, SpecError, spec_from_options
+from .spec import ClusterSpec, SpecError, shown, spec_from_options
 
 #: Options of the magic that map one to one onto ClusterSpec fields (flag -> argparse dest).
 SPEC_FLAGS = {
@@ -38,6 +39,21 @@ REMOTE_ONLY = {
     "config": "--config",
     "timeout": "--timeout",
     "no_wait": "--no-wait",
+}
+#: The longest magic line (after the magic's name) that is read; a longer one is refused.
+MAX_LINE_CHARS = 20_000
+#: Options of the magic whose value is text the magic reads itself (argparse dest -> flag); an
+#: empty value (``--project ''``) is refused. The spec's own flags are checked by the spec.
+MAGIC_TEXT_FLAGS = {
+    "inputs": "--inputs",
+    "outputs": "--outputs",
+    "out": "--out",
+    "project": "--project",
+    "domain": "--domain",
+    "config": "--config",
+    "timeout": "--timeout",
+    "export": "--export",
+    "execution": "EXECUTION_ID",
 }
 
 
@@ -154,6 +170,12 @@ class FlyteDaskMagics(Magics):
         metavar="PATH",
         help="write the cell as a standalone flytekit module; run nothing",
     )
+    @argument(
+        "--force",
+        action="store_true",
+        help="with --export: overwrite PATH even if dask_flyte_jupyter did not write it",
+    )
+    @no_var_expand  # expanded by _expand: IPython's expansion is slow on a long line
     @cell_magic
     def flyte_dask(self, line: str, cell: str) -> Any:
         """Run this cell as a Flyte dask task on its own dedicated dask cluster.
@@ -186,8 +208,16 @@ class FlyteDaskMagics(Magics):
         the file named by $FLYTE_DASK_PLATFORM) give the shape the cluster really gets; it is
         shown before the run, and --dry-run shows the task exactly as --remote registers it.
         Error line numbers count the %%flyte_dask line as line 1, as JupyterLab shows them.
+        The line is read as a shell reads it: quotes group words and are removed (--name
+        'my-task', --config "~/flyte configs/config.yaml"), a backslash escapes; $name and
+        {expression} take values from the notebook, as in other magics.
         """
-        args = _parse(self.flyte_dask, line)
+        args = _parse(self.flyte_dask, self._expand(line))
+        _refuse_empty(args, MAGIC_TEXT_FLAGS)
+        if args.export is not None and args.dry_run:
+            raise UsageError("--dry-run and --export: give one of them (both run nothing)")
+        if args.force and args.export is None:
+            raise UsageError("--force needs --export (it allows overwriting PATH)")
         out_var = _identifier_or_none(args.out, "--out")
         remote = bool(args.remote or self.kernel_defaults.remote)
         if not remote:
@@ -215,10 +245,10 @@ class FlyteDaskMagics(Magics):
         except (SpecError, CellError) as error:
             raise UsageError(str(error)) from None
 
-        if args.export:
+        if args.export is not None:
             if translated.source != cell.replace("\r\n", "\n").replace("\r", "\n"):
                 raise UsageError("--export: remove the %time / %timeit lines first")
-            return _export(program, spec, self.namespace, args.export)
+            return _export(program, spec, self.namespace, args.export, force=args.force)
         if args.dry_run:
             from .dryrun import show_dry_run  # imports flytekit: only when asked
 
@@ -232,6 +262,20 @@ class FlyteDaskMagics(Magics):
         return execute_cell(
             self, program, spec, out_var, progress=not args.no_progress, backend=backend
         )
+
+    def _expand(self, line: str) -> str:
+        """The line with IPython's ``$name`` / ``{expression}`` expansion from the notebook, as
+        for any magic. IPython's own expansion takes minutes on a line of 100,000 characters
+        (a quadratic regular expression) before a magic sees it: it is done here, only for a
+        line that has a ``$`` or a brace and is short enough to be read at all."""
+        if len(line) > MAX_LINE_CHARS or not any(char in line for char in "${}"):
+            return line
+        from IPython.utils.text import DollarFormatter
+
+        try:
+            return DollarFormatter().vformat(line, args=[], kwargs=dict(self.namespace))
+        except Exception:  # as IPython does: a line it cannot expand is used as it is
+            return line
 
     def _connection(self, args: Any) -> Any:
         """Where a remote run goes: ``--config`` / ``--project`` / ``--domain``, else the kernel
@@ -262,6 +306,7 @@ class FlyteDaskMagics(Magics):
     @argument("--out", metavar="VAR", help="store the run handle in VAR")
     @argument("--no-progress", action="store_true", help="no live progress view")
     @argument("execution", metavar="EXECUTION_ID", help="NAME, PROJECT/DOMAIN/NAME or console URL")
+    @no_var_expand
     @line_magic
     def flyte_dask_attach(self, line: str) -> Any:
         """Follow a remote execution started earlier (``--no-wait``, or before a kernel restart)
@@ -271,7 +316,8 @@ class FlyteDaskMagics(Magics):
 
             %flyte_dask_attach fd0123456789abcdef01 --config ~/.flyte/config.yaml
         """
-        args = _parse(self.flyte_dask_attach, line)
+        args = _parse(self.flyte_dask_attach, self._expand(line))
+        _refuse_empty(args, MAGIC_TEXT_FLAGS)
         out_var = _identifier_or_none(args.out, "--out")
         from .backends.flyte import attach_execution  # imports flytekit
 
@@ -288,6 +334,7 @@ class FlyteDaskMagics(Magics):
     @_cluster_arguments
     @argument("--show", action="store_true", help="print the defaults as a %%%%flyte_dask line")
     @argument("--reset", action="store_true", help="back to the built-in defaults")
+    @no_var_expand
     @line_magic
     def flyte_dask_config(self, line: str) -> Any:
         """Set this kernel's defaults for %%flyte_dask cells (flags on a cell still override them).
@@ -295,7 +342,7 @@ class FlyteDaskMagics(Magics):
         With no options, shows the resource picker bound to the defaults: changing it changes
         what the next cell gets, and `%flyte_dask_config --workers 3` updates a shown picker.
         """
-        args = _parse(self.flyte_dask_config, line)
+        args = _parse(self.flyte_dask_config, self._expand(line))
         given = {
             f: getattr(args, d) for f, d in CONFIG_FLAGS.items() if getattr(args, d) is not None
         }
@@ -346,22 +393,44 @@ class FlyteDaskMagics(Magics):
         return RunTable(self.runs)
 
 
-def _parse(magic: Any, line: str) -> Any:
-    """The magic's arguments; an unclosed quote is a usage error like any other bad flag."""
+def split_magic_line(line: str) -> list[str]:
+    """The words of a magic line, split as a POSIX shell does (``shlex.split``): quotes group
+    and are removed (``--name 'a b'`` is one value, ``--image ''`` an empty one), a backslash
+    escapes the next character. An unclosed quote is a usage error like any other bad flag, and
+    so is a line too long to be typed (refused at once: splitting takes quadratic time)."""
+    length = len(line.strip())
+    if length > MAX_LINE_CHARS:
+        raise UsageError(
+            f"the magic line is {length} characters long (at most {MAX_LINE_CHARS}): is "
+            "a value pasted by mistake?"
+        )
     try:
-        return parse_argstring(magic, line)
-    except ValueError as error:  # raised by the argument splitter, before argparse
+        return shlex.split(line)
+    except ValueError as error:  # "No closing quotation", "No escaped character"
         raise UsageError(str(error)) from None
 
 
-def _export(program: Any, spec: ClusterSpec, namespace: dict[str, Any], path: str) -> None:
+def _parse(magic: Any, line: str) -> Any:
+    """The magic's arguments, from the line split the way a shell user expects.
+
+    IPython's ``parse_argstring`` splits in shlex's non-POSIX mode, which keeps the quotes in
+    the values (``--export 'a.py'`` would name a file ``'a.py'``): the line is split here and
+    the words are given to the magic's own argparse parser (errors become ``UsageError``).
+    """
+    return magic.parser.parse_args(split_magic_line(line))
+
+
+def _export(
+    program: Any, spec: ClusterSpec, namespace: dict[str, Any], path: str, force: bool
+) -> None:
     from .export import ExportError, export_cell  # imports flytekit: only when asked
 
     try:
-        written = export_cell(program, spec, namespace, path)
+        written = export_cell(program, spec, namespace, path, force=force)
     except ExportError as error:
         raise UsageError(str(error)) from None
-    print(f"flyte_dask: exported the cell to {written} (run it: python {written})")
+    command = shlex.quote(str(written))  # a command the user can paste into a shell
+    print(f"flyte_dask: exported the cell to {written} (run it: python {command})")
 
 
 def parse_magic_line(line: str) -> dict[str, object]:
@@ -381,6 +450,14 @@ def parse_magic_line(line: str) -> dict[str, object]:
     }
 
 
+def _refuse_empty(args: Any, flags: dict[str, str]) -> None:
+    """A value that is empty once its quotes are removed (``--project ''``) is a usage error."""
+    for dest, flag in flags.items():
+        value = getattr(args, dest, None)
+        if isinstance(value, str) and not value.strip():
+            raise UsageError(f"{flag}: must not be empty, got {shown(value)}")
+
+
 def _seconds(text: str | None) -> float | None:
     """``--timeout``: a number of seconds > 0."""
     if text is None:
@@ -390,7 +467,7 @@ def _seconds(text: str | None) -> float | None:
     except ValueError:
         seconds = -1.0
     if not seconds > 0 or seconds == float("inf"):
-        raise UsageError(f"--timeout: must be a number of seconds > 0, got {text!r}")
+        raise UsageError(f"--timeout: must be a number of seconds > 0, got {shown(text)}")
     return seconds
 
 
@@ -405,5 +482,5 @@ def _name_list(text: str | None, flag: str) -> list[str] | None:
 
 def _identifier_or_none(name: str | None, flag: str) -> str | None:
     if name is not None and (not name.isidentifier() or keyword.iskeyword(name)):
-        raise UsageError(f"{flag}: {name!r} is not a valid Python name")
+        raise UsageError(f"{flag}: {shown(name)} is not a valid Python name")
     return name

@@ -46,6 +46,7 @@ _SAMPLES: dict[str, list[str]] = {
         " ",
         "99999999999999999999",
         "0x10",
+        "x" * 100,  # long values are cut in messages (spec.shown)
     ],
     "cpu": [
         "2",
@@ -92,6 +93,8 @@ _SAMPLES: dict[str, list[str]] = {
         "e3",
         "1ee3",
         "1e3m",
+        "9" * 100,
+        "x" * 81,
     ],
     "memory": [
         "4Gi",
@@ -125,6 +128,7 @@ _SAMPLES: dict[str, list[str]] = {
         "1e19",
         "1E",
         "1P",
+        "m" * 100,
     ],
     "image": [
         "python:3.11",
@@ -136,6 +140,7 @@ _SAMPLES: dict[str, list[str]] = {
         "x\u00a0y",
         "x\x1cy",
         "é",
+        "a b" * 40,
     ],
     "name": [
         "abc",
@@ -151,6 +156,10 @@ _SAMPLES: dict[str, list[str]] = {
         "é",
         "a!",
         "it's",
+        "a" * 80,
+        "a" * 81,
+        "é" * 100,
+        "\U0001f600" * 90,
     ],
     "cache-version": ["v1", "", " ", "a b", "2024-01-01"],
 }
@@ -212,7 +221,7 @@ def _validate_order() -> list[str]:
 
 def build_rules() -> dict[str, Any]:
     """Everything the sidebar needs to parse, write and validate a ``%%flyte_dask`` line."""
-    from .magics import FlyteDaskMagics
+    from .magics import MAX_LINE_CHARS, FlyteDaskMagics
 
     parser = FlyteDaskMagics.flyte_dask.parser
     default = ClusterSpec()
@@ -242,6 +251,7 @@ def build_rules() -> dict[str, Any]:
     return {
         "generated_by": "python -m dask_flyte_jupyter.schema",
         "magic": "%%flyte_dask",
+        "max_line_chars": MAX_LINE_CHARS,
         "options": options,
         "spec_flags": list(spec._FLAGS),
         "validate_order": _validate_order(),
@@ -259,6 +269,7 @@ def build_rules() -> dict[str, Any]:
         "name_pattern": _js_pattern(spec._NAME.pattern),
         # Python's str.isspace() / str.strip() set, which JavaScript's \s does not quite match.
         "whitespace": "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()),
+        "shown_chars": spec.SHOWN_CHARS,
         "negative_number": parser._negative_number_matcher.pattern,
         "value_vectors": vectors,
         "option_vectors": [{"options": given, "error": _outcome(given)} for given in _OPTION_SETS],

@@ -22,6 +22,17 @@ class SpecError(ValueError):
     """A user error in the spec; the message names the flag, the bad value and what is accepted."""
 
 
+#: Characters of a value an error message shows; a longer value is cut (a pasted blob, a typo).
+SHOWN_CHARS = 80
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` for a message: a text longer than :data:`SHOWN_CHARS` is cut there."""
+    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        return f"{value[:SHOWN_CHARS]!r}… ({len(value)} characters)"
+    return repr(value)
+
+
 # Kubernetes quantity: a non-negative decimal, then an exponent OR a suffix (never both).
 # The exponent is capped at 3 digits so a silly '1e999999' cannot cost a huge integer.
 _QUANTITY = re.compile(
@@ -44,14 +55,14 @@ def _quantity(value: str, flag: str, what: str, forms: str) -> Fraction:
     """Parse a Kubernetes quantity exactly; reject zero."""
     match = _QUANTITY.fullmatch(value.strip()) if isinstance(value, str) else None
     if match is None:
-        raise SpecError(f"{flag}: {value!r} is not a {what} ({forms})")
+        raise SpecError(f"{flag}: {shown(value)} is not a {what} ({forms})")
     number = Fraction(match["num"])
     if match["exp"] is not None:
         number *= Fraction(10) ** int(match["exp"])
     elif match["suffix"] is not None:
         number *= _SUFFIXES[match["suffix"]]
     if number <= 0:
-        raise SpecError(f"{flag}: must be > 0, got {value!r}")
+        raise SpecError(f"{flag}: must be > 0, got {shown(value)}")
     return number
 
 
@@ -59,9 +70,9 @@ def parse_cpu(value: str, flag: str) -> float:
     """Kubernetes CPU quantity -> cores (``'500m'`` -> 0.5)."""
     millicores = _quantity(value, flag, "Kubernetes CPU quantity", _CPU_FORMS) * 1000
     if millicores < 1:  # Kubernetes has no CPU unit finer than 1m
-        raise SpecError(f"{flag}: {value!r} is below 1m, the smallest CPU amount")
+        raise SpecError(f"{flag}: {shown(value)} is below 1m, the smallest CPU amount")
     if millicores > _INT64_MAX:
-        raise SpecError(f"{flag}: {value!r} is too large")
+        raise SpecError(f"{flag}: {shown(value)} is too large")
     return float(millicores / 1000)
 
 
@@ -69,9 +80,9 @@ def parse_memory(value: str, flag: str) -> int:
     """Kubernetes memory quantity -> bytes, rounded up (``'4Gi'`` -> 4294967296)."""
     size = _quantity(value, flag, "Kubernetes quantity", _MEM_FORMS)
     if size < 1:
-        raise SpecError(f"{flag}: {value!r} is less than 1 byte ({_MEM_FORMS})")
+        raise SpecError(f"{flag}: {shown(value)} is less than 1 byte ({_MEM_FORMS})")
     if size > _INT64_MAX:
-        raise SpecError(f"{flag}: {value!r} is too large")
+        raise SpecError(f"{flag}: {shown(value)} is too large")
     return math.ceil(size)
 
 
@@ -169,25 +180,25 @@ class ClusterSpec:
             if section.mem is not None:
                 parse_memory(section.mem, f"{prefix}-mem")
         if self.image is not None and (not self.image or any(c.isspace() for c in self.image)):
-            raise SpecError(f"--image: {self.image!r} must be non-empty and contain no spaces")
+            raise SpecError(f"--image: {shown(self.image)} must be non-empty and contain no spaces")
         if self.cache_version is not None and not self.cache:
             raise SpecError("--cache-version needs --cache")
         if self.cache_version is not None and not self.cache_version.strip():
             raise SpecError("--cache-version: must not be empty")
         if self.name is not None and not _NAME.fullmatch(self.name):
             raise SpecError(
-                f"--name: {self.name!r} is not a valid task name (start with a letter; then "
+                f"--name: {shown(self.name)} is not a valid task name (start with a letter; then "
                 "letters, digits, '_', '-', '.'; at most 63 characters)"
             )
         if self.pod_template is not None and not _K8S_NAME.fullmatch(self.pod_template):
             raise SpecError(
-                f"--pod-template: {self.pod_template[:80]!r} is not a Kubernetes name (lower-case "
+                f"--pod-template: {shown(self.pod_template)} is not a Kubernetes name (lower-case "
                 "letters, digits, '-' and '.', starting and ending with a letter or digit)"
             )
         if self.accelerator is not None:
             if not _ACCELERATOR.fullmatch(self.accelerator):
                 raise SpecError(
-                    f"--accelerator: {self.accelerator[:80]!r} is not DEVICE or DEVICE:PARTITION "
+                    f"--accelerator: {shown(self.accelerator)} is not DEVICE or DEVICE:PARTITION "
                     "(e.g. T4, nvidia-tesla-t4, A100:1g.5gb, A100:unpartitioned)"
                 )
             if not self.workers.gpu:
@@ -213,26 +224,34 @@ class ClusterSpec:
         """The ``%%flyte_dask`` line that reproduces this spec (defaults omitted)."""
         parts = ["%%flyte_dask"]
         for flag, value in self.to_options().items():
-            parts.append(f"--{flag}")
-            if flag not in _BOOL_FLAGS:
-                parts.append(shlex.quote(str(value)))
+            parts.append(f"--{flag}" if flag in _BOOL_FLAGS else format_option(flag, str(value)))
         return " ".join(parts)
+
+
+def format_option(flag: str, value: str) -> str:
+    """``--flag VALUE`` as the magic line is written: quoted as a POSIX shell needs it
+    (``shlex.quote``), so the magic's parser reads back exactly ``value``; a value starting
+    with ``-`` goes after ``=``, where argparse cannot take it for an option."""
+    quoted = shlex.quote(value)
+    return f"--{flag}={quoted}" if value.startswith("-") else f"--{flag} {quoted}"
 
 
 def _coerce(flag: str, value: object) -> object:
     """Bring a user-given value to the field's type; argparse and widgets may give strings."""
     if flag in _BOOL_FLAGS and not isinstance(value, bool):
-        raise SpecError(f"--{flag}: must be true or false, got {value!r}")
+        raise SpecError(f"--{flag}: must be true or false, got {shown(value)}")
     if flag in _INT_FLAGS and isinstance(value, str):
         try:
             return int(value)
         except ValueError:
             low = _INT_FLAGS[flag]
-            raise SpecError(f"--{flag}: must be a whole number >= {low}, got {value!r}") from None
+            raise SpecError(
+                f"--{flag}: must be a whole number >= {low}, got {shown(value)}"
+            ) from None
     if flag in _QUANTITY_FLAGS and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)  # e.g. cpu 2 or 0.5 from a widget
     if flag in _TEXT_FLAGS and not isinstance(value, str):
-        raise SpecError(f"--{flag}: expected text, got {value!r}")
+        raise SpecError(f"--{flag}: expected text, got {shown(value)}")
     return value  # validate() checks the rest
 
 

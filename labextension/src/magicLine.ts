@@ -1,13 +1,14 @@
 /**
  * Parse and rewrite the `%%flyte_dask` line exactly as the kernel reads it.
  *
- * The kernel splits the line with IPython's `arg_split` (shlex, non-POSIX mode: quotes stay in
- * the values) and parses it with argparse; `parseMagicLine` follows both step by step, using the
- * option table generated from the magic itself (`rules.json`). The shared vectors in
- * `tests/magic_line_vectors.json` hold it to Python's reference parser.
+ * The kernel splits the line as a POSIX shell does (Python's `shlex.split`: quotes group and are
+ * removed, a backslash escapes) and parses the words with argparse; `parseMagicLine` follows
+ * both step by step, using the option table generated from the magic itself (`rules.json`).
+ * The writer quotes what needs it (Python's `shlex.quote`). The shared vectors in
+ * `tests/magic_line_vectors.json` hold both to Python's reference parser and writer.
  */
 import { IOptionRule, OPTION_BY_FLAG, RULES } from './rules';
-import { pyRepr, pyStrip } from './pytext';
+import { pyRepr, pyShown, pyStrip } from './pytext';
 
 export const MAGIC = RULES.magic;
 
@@ -17,20 +18,33 @@ export type Options = Record<string, string | true>;
 /** A line the kernel would reject; `message` is the kernel's own (argparse's) text. */
 export class MagicLineError extends Error {}
 
-/** A token of the argument string, with where it is. */
+/** A word of the argument string: its value (quotes removed), its text, and where it is. */
 export interface IToken {
+  /** The word as argparse gets it. */
   text: string;
+  /** The word as written on the line, quotes included. */
+  raw: string;
   start: number;
   end: number;
 }
 
-// shlex's whitespace and quotes.
+// shlex's whitespace (POSIX mode).
 const SHLEX_SPACE = ' \t\r\n';
-const QUOTES = '\'"';
 
-/** IPython's `arg_split(text, posix=False, strict=True)`. */
+/**
+ * Python's `shlex.split(text)`: words separated by shlex's whitespace; single quotes keep
+ * everything up to the next one; double quotes too, except that a backslash there escapes `"`
+ * and `\\` (and stays before any other character); outside quotes a backslash escapes any
+ * character. Quotes are removed; `''` is an empty word.
+ */
 export function splitArgs(text: string): IToken[] {
   const tokens: IToken[] = [];
+  const escapeAt = (at: number): string => {
+    if (at >= text.length) {
+      throw new MagicLineError('No escaped character');
+    }
+    return text[at];
+  };
   let i = 0;
   while (i < text.length) {
     if (SHLEX_SPACE.includes(text[i])) {
@@ -38,19 +52,45 @@ export function splitArgs(text: string): IToken[] {
       continue;
     }
     const start = i;
-    if (QUOTES.includes(text[i])) {
-      // A quoted token ends at its closing quote, which it keeps.
-      const close = text.indexOf(text[i], i + 1);
-      if (close < 0) {
-        throw new MagicLineError('No closing quotation');
-      }
-      i = close + 1;
-    } else {
-      while (i < text.length && !SHLEX_SPACE.includes(text[i])) {
+    const parts: string[] = [];
+    while (i < text.length && !SHLEX_SPACE.includes(text[i])) {
+      const char = text[i];
+      if (char === "'") {
+        const close = text.indexOf("'", i + 1);
+        if (close < 0) {
+          throw new MagicLineError('No closing quotation');
+        }
+        parts.push(text.slice(i + 1, close));
+        i = close + 1;
+      } else if (char === '"') {
+        i++;
+        while (text[i] !== '"') {
+          if (i >= text.length) {
+            throw new MagicLineError('No closing quotation');
+          }
+          if (text[i] === '\\') {
+            const next = escapeAt(i + 1);
+            parts.push(next === '"' || next === '\\' ? next : '\\' + next);
+            i += 2;
+          } else {
+            parts.push(text[i++]);
+          }
+        }
+        i++;
+      } else if (char === '\\') {
+        parts.push(escapeAt(i + 1));
+        i += 2;
+      } else {
+        parts.push(char);
         i++;
       }
     }
-    tokens.push({ text: text.slice(start, i), start, end: i });
+    tokens.push({
+      text: parts.join(''),
+      raw: text.slice(start, i),
+      start,
+      end: i
+    });
   }
   return tokens;
 }
@@ -144,8 +184,8 @@ export interface IParsedLine {
    */
   editable: boolean;
   occurrences: IOccurrence[];
-  /** Unknown arguments, verbatim, each with the index of its token. */
-  extras: { text: string; index: number }[];
+  /** Unknown arguments: as written (`text`), as argparse got them, and their token's index. */
+  extras: { text: string; value: string; index: number }[];
 }
 
 /** The argument string after `%%flyte_dask`, as `parse_magic_line` takes it. */
@@ -168,7 +208,15 @@ export function parseMagicLine(line: string): IParsedLine {
   const optionals = new Map<number, IOptional>();
   const pattern: string[] = [];
   try {
-    tokens = splitArgs(argString(line));
+    const args = argString(line);
+    const length = Array.from(pyStrip(args)).length;
+    if (length > RULES.max_line_chars) {
+      throw new MagicLineError(
+        `the magic line is ${length} characters long (at most ${RULES.max_line_chars}): ` +
+          'is a value pasted by mistake?'
+      );
+    }
+    tokens = splitArgs(args);
     let dashdash = false;
     tokens.forEach((token, index) => {
       if (dashdash) {
@@ -191,7 +239,11 @@ export function parseMagicLine(line: string): IParsedLine {
 
   const values = result.values;
   const extra = (index: number) =>
-    result.extras.push({ text: tokens[index].text, index });
+    result.extras.push({
+      text: tokens[index].raw,
+      value: tokens[index].text,
+      index
+    });
   const last = optionals.size ? Math.max(...optionals.keys()) : -1;
   let start = 0;
   try {
@@ -228,7 +280,7 @@ export function parseMagicLine(line: string): IParsedLine {
       }
       const text = tokens
         .slice(start, stop)
-        .map(token => token.text)
+        .map(token => token.raw)
         .join(' ');
       result.occurrences.push({ rule, value, text, index: start });
       values[rule.dest.replace(/_/g, '-')] = value;
@@ -243,7 +295,7 @@ export function parseMagicLine(line: string): IParsedLine {
   }
   result.editable = true;
   if (result.extras.length) {
-    result.error = `unrecognized arguments: ${result.extras.map(e => e.text).join(' ')}`;
+    result.error = `unrecognized arguments: ${result.extras.map(e => e.value).join(' ')}`;
   } else {
     result.options = { ...values };
   }
@@ -259,7 +311,21 @@ export function optionsOf(line: string): Options {
   return parsed.options;
 }
 
-const SHLEX_SPACE_RE = /[ \t\r\n]/;
+// Python's str.splitlines() boundaries: the magic line ends at any of them.
+const LINE_BREAKS = '\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029';
+// Python's shlex.quote: words of these characters need no quotes.
+const SHELL_SAFE = /^[A-Za-z0-9_@%+=:,./-]+$/;
+
+/** Python's `shlex.quote(value)`: the word a POSIX shell (and `shlex.split`) reads as `value`. */
+export function shellQuote(value: string): string {
+  if (value === '') {
+    return "''";
+  }
+  if (SHELL_SAFE.test(value)) {
+    return value;
+  }
+  return "'" + value.replace(/'/g, `'"'"'`) + "'";
+}
 
 /** One option as written on the line; the kernel reads back exactly `value`. */
 export function formatOption(flag: string, value: string | true): string {
@@ -276,14 +342,16 @@ export function formatOption(flag: string, value: string | true): string {
   if (!rule.takes_value) {
     throw new MagicLineError(`${rule.option} is a switch and takes no value`);
   }
-  if (SHLEX_SPACE_RE.test(value)) {
+  if (Array.from(value).some(char => LINE_BREAKS.includes(char))) {
     throw new MagicLineError(
-      `${rule.option}: ${pyRepr(value)} cannot be written on the ${MAGIC} line (it has spaces)`
+      `${rule.option}: ${pyShown(value)} cannot be written on the ${MAGIC} line (it has a line break)`
     );
   }
-  // A value that could read as an option or a quoted token goes after '='.
-  const plain = value !== '' && value[0] !== '-' && !QUOTES.includes(value[0]);
-  return plain ? `${rule.option} ${value}` : `${rule.option}=${value}`;
+  // Quoted as ClusterSpec.magic_line quotes; a value that could read as an option goes after '='.
+  const quoted = shellQuote(value);
+  return value.startsWith('-')
+    ? `${rule.option}=${quoted}`
+    : `${rule.option} ${quoted}`;
 }
 
 /** A fresh `%%flyte_dask` line with these options, in the magic's order of options. */

@@ -65,6 +65,16 @@ export function pyRepr(text: string): string {
   return quote + body + quote;
 }
 
+/** Python's `spec.shown(text)`: `repr`, cut after `shown_chars` characters of a long text. */
+export function pyShown(text: string): string {
+  const chars = Array.from(text);
+  const limit = RULES.shown_chars;
+  if (chars.length <= limit) {
+    return pyRepr(text);
+  }
+  return `${pyRepr(chars.slice(0, limit).join(''))}… (${chars.length} characters)`;
+}
+
 const DIGIT = /^\p{Nd}$/u;
 
 function digitValue(char: string): number {

@@ -35,6 +35,8 @@ export interface IOptionVector {
 
 export interface IRules {
   magic: string;
+  /** The longest argument string the kernel reads; a longer line is refused. */
+  max_line_chars: number;
   options: IOptionRule[];
   spec_flags: string[];
   /** The order in which Python's `ClusterSpec.validate` checks the flags. */
@@ -49,6 +51,8 @@ export interface IRules {
   };
   name_pattern: string;
   whitespace: string;
+  /** Characters of a value an error message shows before cutting it (Python's `shown`). */
+  shown_chars: number;
   negative_number: string;
   value_vectors: IValueVector[];
   option_vectors: IOptionVector[];

@@ -6,7 +6,7 @@
  */
 import { Options } from './magicLine';
 import { OPTION_BY_FLAG, RULES } from './rules';
-import { hasPySpace, pyInt, pyRepr, pyStrip } from './pytext';
+import { hasPySpace, pyInt, pyShown, pyStrip } from './pytext';
 
 /** An exact non-negative rational. */
 interface IFraction {
@@ -30,7 +30,7 @@ function parseQuantity(
 ): IFraction {
   const match = QUANTITY.exec(pyStrip(value));
   if (!match || !match.groups) {
-    throw new Error(`--${flag}: ${pyRepr(value)} is not a ${what} (${forms})`);
+    throw new Error(`--${flag}: ${pyShown(value)} is not a ${what} (${forms})`);
   }
   const { num, exp, suffix } = match.groups;
   const [whole, fraction = ''] = num.split('.');
@@ -48,7 +48,7 @@ function parseQuantity(
     result = { num: result.num * BigInt(n), den: result.den * BigInt(d) };
   }
   if (result.num <= 0n) {
-    throw new Error(`--${flag}: must be > 0, got ${pyRepr(value)}`);
+    throw new Error(`--${flag}: must be > 0, got ${pyShown(value)}`);
   }
   return result;
 }
@@ -63,11 +63,11 @@ function checkCpu(value: string, flag: string): void {
   const millicores = { num: cores.num * 1000n, den: cores.den };
   if (lessThan(millicores, { num: 1n, den: 1n })) {
     throw new Error(
-      `--${flag}: ${pyRepr(value)} is below 1m, the smallest CPU amount`
+      `--${flag}: ${pyShown(value)} is below 1m, the smallest CPU amount`
     );
   }
   if (lessThan({ num: MAX, den: 1n }, millicores)) {
-    throw new Error(`--${flag}: ${pyRepr(value)} is too large`);
+    throw new Error(`--${flag}: ${pyShown(value)} is too large`);
   }
 }
 
@@ -76,11 +76,11 @@ function checkMemory(value: string, flag: string): void {
   const size = parseQuantity(value, flag, 'Kubernetes quantity', forms);
   if (lessThan(size, { num: 1n, den: 1n })) {
     throw new Error(
-      `--${flag}: ${pyRepr(value)} is less than 1 byte (${forms})`
+      `--${flag}: ${pyShown(value)} is less than 1 byte (${forms})`
     );
   }
   if (lessThan({ num: MAX, den: 1n }, size)) {
-    throw new Error(`--${flag}: ${pyRepr(value)} is too large`);
+    throw new Error(`--${flag}: ${pyShown(value)} is too large`);
   }
 }
 
@@ -94,7 +94,7 @@ function intError(flag: string, got: string): Error {
 function coerceInt(flag: string, value: string): bigint {
   const number = pyInt(value);
   if (number === null) {
-    throw intError(flag, pyRepr(value));
+    throw intError(flag, pyShown(value));
   }
   return number;
 }
@@ -122,7 +122,7 @@ function checkField(
     case 'image':
       if (value === '' || hasPySpace(value)) {
         throw new Error(
-          `--image: ${pyRepr(value)} must be non-empty and contain no spaces`
+          `--image: ${pyShown(value)} must be non-empty and contain no spaces`
         );
       }
       return;
@@ -137,7 +137,7 @@ function checkField(
     case 'name':
       if (!NAME.test(value)) {
         throw new Error(
-          `--name: ${pyRepr(value)} is not a valid task name (start with a letter; then ` +
+          `--name: ${pyShown(value)} is not a valid task name (start with a letter; then ` +
             "letters, digits, '_', '-', '.'; at most 63 characters)"
         );
       }

@@ -13,8 +13,10 @@ import {
   Options,
   parseMagicLine,
   setOptions,
+  shellQuote,
   splitArgs
 } from '../magicLine';
+import { RULES } from '../rules';
 
 interface IParseVector {
   line: string;
@@ -67,7 +69,16 @@ describe('the writer round-trips every value the kernel can read back', () => {
     ['image', "'single"],
     ['cache-version', 'a=b'],
     ['workers', ''],
-    ['domain', 'x\u00a0y']
+    ['domain', 'x\u00a0y'],
+    ['image', 'a b'],
+    ['name', 'tab\there'],
+    ['cache-version', 'a\\b'],
+    ['cache-version', '"it\'s"'],
+    ['project', '-x y'],
+    ['export', 'my cell.py'],
+    ['config', '~/flyte configs/c.yaml'],
+    ['out', '$HOME'],
+    ['inputs', 'a, b']
   ])('--%s %j', (flag, value) => {
     const line = formatMagicLine({ [flag]: value });
     expect(parseMagicLine(line)).toMatchObject({
@@ -76,9 +87,20 @@ describe('the writer round-trips every value the kernel can read back', () => {
     });
   });
 
-  test('values with spaces cannot be written', () => {
-    expect(() => formatOption('image', 'a b')).toThrow(MagicLineError);
-    expect(() => formatOption('image', 'a\tb')).toThrow(/has spaces/);
+  test('values are quoted as a shell needs them, like shlex.quote', () => {
+    expect(formatOption('image', 'a b')).toBe("--image 'a b'");
+    expect(formatOption('name', "it's")).toBe(`--name 'it'"'"'s'`);
+    expect(formatOption('image', '')).toBe("--image ''");
+    expect(formatOption('image', 'ghcr.io/o/i:1@sha256:0')).toBe(
+      '--image ghcr.io/o/i:1@sha256:0'
+    );
+    expect(formatOption('project', '-x y')).toBe("--project='-x y'");
+    expect(shellQuote('caf\u00e9')).toBe("'caf\u00e9'");
+  });
+
+  test('values with a line break cannot be written', () => {
+    expect(() => formatOption('image', 'a\nb')).toThrow(MagicLineError);
+    expect(() => formatOption('name', 'a\u2028b')).toThrow(/line break/);
   });
 
   test('switches and values are not mixed up', () => {
@@ -150,6 +172,19 @@ describe('setOptions edits the line in place', () => {
     });
   });
 
+  test('keeps quoted options and arguments as they were written', () => {
+    const line = `%%flyte_dask --name 'my-task' --foo 'a b' --image "x:1"`;
+    expect(setOptions(line, { workers: '3' })).toBe(
+      `%%flyte_dask --workers 3 --name 'my-task' --foo 'a b' --image "x:1"`
+    );
+    expect(parseMagicLine(line).error).toBe(
+      'unrecognized arguments: --foo a b'
+    );
+    expect(setOptions(line, { image: 'my image' })).toBe(
+      `%%flyte_dask --name 'my-task' --foo 'a b' --image 'my image'`
+    );
+  });
+
   test('refuses lines that cannot be read safely', () => {
     expect(() =>
       setOptions("%%flyte_dask --image 'open", { workers: '2' })
@@ -157,6 +192,21 @@ describe('setOptions edits the line in place', () => {
     expect(() => setOptions('%%flyte_dask --work 2', { workers: '2' })).toThrow(
       /ambiguous/
     );
+  });
+});
+
+describe('a line too long to be typed', () => {
+  test('is refused at once, as the kernel refuses it', () => {
+    const max = RULES.max_line_chars;
+    const line = `%%flyte_dask  --name ${'a'.repeat(max)} `;
+    const start = Date.now();
+    expect(parseMagicLine(line).error).toBe(
+      `the magic line is ${max + 7} characters long (at most ${max}): ` +
+        'is a value pasted by mistake?'
+    );
+    expect(Date.now() - start).toBeLessThan(1000);
+    const fits = `%%flyte_dask --name ${'a'.repeat(max - 7)}`;
+    expect(parseMagicLine(fits).options).toEqual({ name: 'a'.repeat(max - 7) });
   });
 });
 
@@ -169,12 +219,15 @@ describe('cell detection and splitting', () => {
     expect(hasMagicLine('x = 1\n%%flyte_dask')).toBe(false);
   });
 
-  test('splitArgs keeps quotes like non-POSIX shlex', () => {
-    expect(splitArgs(`a "b c"d 'e'`).map(t => t.text)).toEqual([
+  test('splitArgs removes quotes like shlex.split, and keeps what was written', () => {
+    const tokens = splitArgs(`a "b c"d 'e' '' x\\ y`);
+    expect(tokens.map(t => t.text)).toEqual(['a', 'b cd', 'e', '', 'x y']);
+    expect(tokens.map(t => t.raw)).toEqual([
       'a',
-      '"b c"',
-      'd',
-      "'e'"
+      '"b c"d',
+      "'e'",
+      "''",
+      'x\\ y'
     ]);
   });
 });
