@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -99,12 +100,18 @@ def test_notebook_is_committed_clean(path):
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
 def test_notebook_runs_and_shows_its_results(path, tmp_path):
     notebook = nbformat.read(path, as_version=4)
+    committed = json.loads(json.dumps(notebook.metadata))
     NotebookClient(
         notebook,
         timeout=600,
         kernel_name="python3",
         resources={"metadata": {"path": str(tmp_path)}},
     ).execute()
+    # JupyterLab writes the kernel's language_info and kernelspec name into a notebook it
+    # opens and then shows it as modified when they differ: the shipped ones already match.
+    assert committed["language_info"] == notebook.metadata["language_info"]
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    assert committed["kernelspec"]["display_name"] == spec.display_name
     text = outputs_text(notebook)
     for expected in EXPECTED.get(path.name, []):
         assert expected in text, f"{path.name}: {expected!r} not in outputs"
