@@ -42,7 +42,8 @@ lint: env $(LABEXT_NODE)
 	cd $(LABEXT) && $(JLPM) lint:check
 
 unit: env
-	$(BIN)/python -m pytest -q -p no:cacheprovider --ignore=tests/test_labextension.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider --ignore=tests/test_labextension.py \
+		--ignore=tests/test_lab_ui.py
 
 ## The sidebar's unit tests (parser, writer and validation against the shared vectors).
 jest: $(LABEXT_NODE)
@@ -67,9 +68,10 @@ chromium:
 	@test -x /usr/bin/chromium || { apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
-## The wheel check and the sidebar in a real JupyterLab, in headless Chromium.
+## The wheel check and the sidebar in a real JupyterLab, in headless Chromium. The README's
+## screenshots are refreshed with `FLYTE_DASK_SCREENSHOTS=docs make browser`.
 browser: env labextension chromium
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_labextension.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_labextension.py tests/test_lab_ui.py
 
 ## Regenerate the rules the sidebar validates with (a test fails when they are stale).
 rules: env

@@ -19,6 +19,11 @@ def load_ipython_extension(ipython: Any) -> None:
     register_comm(ipython)  # serves the JupyterLab sidebar when this is an ipykernel
 
 
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """The Jupyter server extension that serves the runs' reports (``server.py``)."""
+    return [{"module": "dask_flyte_jupyter.server"}]
+
+
 def __getattr__(name: str) -> Any:
     """``dask_flyte_jupyter.ResourcePicker`` (and the rest) without importing ipywidgets or
     dask at ``%load_ext``."""

@@ -12,13 +12,23 @@ messages the kernel pushes by itself have ``request_id`` null.
 ===========================  ===============================================================
 sidebar -> kernel            kernel -> sidebar
 ===========================  ===============================================================
-``{"type": "hello"}``        ``{"type": "hello", "protocol": 1, "version": "0.1.0"}``
-``{"type": "runs"}``         ``{"type": "runs", "runs": [RunHandle.to_record(), ...]}``
+``{"type": "hello"}``        ``{"type": "hello", "protocol": 1, "version": "0.1.0",
+                             "defaults": {...}}``
+``{"type": "runs"}``         ``{"type": "runs", "runs": [RunHandle.to_record(), ...],
+                             "defaults": {...}}``
 anything else                ``{"type": "error", "message": "..."}``
-(nothing)                    ``{"type": "runs", "request_id": null, "runs": [...]}`` when a
-                             run starts, changes phase or ends (at most ~4 a second while a
-                             run reports progress)
+(nothing)                    ``{"type": "runs", "request_id": null, "runs": [...],
+                             "defaults": {...}}`` when a run starts, changes phase or ends (at
+                             most ~4 a second while a run reports progress)
+(nothing)                    ``{"type": "defaults", "request_id": null, "defaults": {...}}``
+                             when ``%flyte_dask_config`` or a picker changes the defaults
 ===========================  ===============================================================
+
+``defaults`` is what a cell without flags gets in this kernel, for the sidebar's placeholders:
+flag name -> the value as it would be written on the line, ``true``/``false`` for a switch, or
+null when the flag is unset (e.g. ``{"workers": "1", "worker-mem": null, "remote": false}``).
+It was added within protocol 1: a sidebar ignores fields and pushes it does not know, and a
+sidebar that gets no ``defaults`` falls back to the built-in ones.
 
 The run history is the magics instance's ``runs`` list (oldest first). Nothing here runs at
 import time, and nothing is imported from ``comm`` outside an ipykernel.
@@ -43,6 +53,33 @@ PUSH_INTERVAL = 0.25
 def _magics(shell: Any) -> Any:
     """The FlyteDaskMagics instance registered in ``shell`` (None when not loaded)."""
     return shell.magics_manager.registry.get("FlyteDaskMagics")
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def defaults_record(kernel_defaults: Any) -> dict[str, Any]:
+    """The kernel's defaults for the next cell, by the flags the sidebar manages."""
+    spec = kernel_defaults.spec
+    return {
+        "workers": _text(spec.workers.count),
+        "worker-cpu": spec.workers.cpu,
+        "worker-mem": spec.workers.mem,
+        "worker-gpu": _text(spec.workers.gpu),
+        "scheduler-cpu": spec.scheduler.cpu,
+        "scheduler-mem": spec.scheduler.mem,
+        "image": spec.image,
+        "interruptible": bool(spec.interruptible),
+        "cache": bool(spec.cache),
+        "remote": bool(kernel_defaults.remote),
+        "project": kernel_defaults.project or None,
+        "domain": kernel_defaults.domain or None,
+    }
+
+
+#: The KernelDefaults traits whose change the sidebar is told about.
+_DEFAULTS_TRAITS = ["spec", "remote", "project", "domain"]
 
 
 class ObservedRuns(list):  # type: ignore[type-arg]
@@ -102,17 +139,25 @@ class SidebarChannel:
     # ---- the envelope --------------------------------------------------------------------
 
     def hello(self, request_id: Any) -> dict[str, Any]:
-        return {
+        message = {
             "type": "hello",
             "request_id": request_id,
             "protocol": PROTOCOL,
             "version": __version__,
         }
+        return self._with_defaults(message)
 
     def runs_message(self, request_id: Any) -> dict[str, Any]:
         magics = _magics(self.shell)
         runs = list(magics.runs) if magics is not None else []
-        return {"type": "runs", "request_id": request_id, "runs": [r.to_record() for r in runs]}
+        message = {"type": "runs", "request_id": request_id, "runs": [r.to_record() for r in runs]}
+        return self._with_defaults(message)
+
+    def _with_defaults(self, message: dict[str, Any]) -> dict[str, Any]:
+        magics = _magics(self.shell)
+        if magics is not None:
+            message["defaults"] = defaults_record(magics.kernel_defaults)
+        return message
 
     def reply(self, data: Any) -> dict[str, Any]:
         """The answer to one request from a sidebar."""
@@ -151,10 +196,25 @@ class SidebarChannel:
         if changed or time.monotonic() - self._last_push >= PUSH_INTERVAL:
             self.push()
 
+    def on_defaults_changed(self, _change: Any = None) -> None:
+        magics = _magics(self.shell)
+        if not self.comms or magics is None:
+            return
+        message = {
+            "type": "defaults",
+            "request_id": None,
+            "defaults": defaults_record(magics.kernel_defaults),
+        }
+        for comm in list(self.comms):
+            comm.send(message)
+
     def observe(self, magics: Any) -> None:
-        """Push the run list whenever the magics instance records a new run."""
+        """Push the run list whenever the magics instance records a new run, and the defaults
+        whenever they change."""
         if not isinstance(magics.runs, ObservedRuns) or magics.runs.on_append != self.on_new_run:
             magics.runs = ObservedRuns(magics.runs, self.on_new_run)
+        # traitlets keeps a handler once, however often %reload_ext registers it.
+        magics.kernel_defaults.observe(self.on_defaults_changed, names=_DEFAULTS_TRAITS)
 
 
 def register_comm(shell: Any) -> SidebarChannel | None:

@@ -14,9 +14,10 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date, datetime
 from typing import Any, Protocol
 
-from .run import FINAL, RunHandle
+from .run import FINAL, RunHandle, dashboard_anchor, report_anchor
 
 #: Environment override of the progress view: "widget", "text" or "none".
 MODE_VARIABLE = "FLYTE_DASK_PROGRESS"
@@ -88,8 +89,12 @@ class WidgetView:
         self.header = widgets.HTML()
         self.phases = widgets.HTML()
         self.bar = widgets.IntProgress(min=0, max=1, value=0, layout={"width": "360px"})
+        self.bar.layout.display = "none"  # shown once there are tasks: no empty, unlabelled bar
         self.tasks = widgets.HTML()
-        self.widget = widgets.VBox([self.header, self.phases, widgets.HBox([self.bar, self.tasks])])
+        self.notes = widgets.HTML()  # informational: the summary shows them when the run ends
+        self.widget = widgets.VBox(
+            [self.header, self.phases, widgets.HBox([self.bar, self.tasks]), self.notes]
+        )
         self.history: list[str] = []  # phases and final status in the order they were shown
         self.display_id = f"flyte-dask-{id(self)}"
         _publish(self._bundle(), self.display_id)
@@ -101,17 +106,13 @@ class WidgetView:
         shown = handle.status if handle.status in FINAL else handle.current_phase
         if shown and (not self.history or self.history[-1] != shown):
             self.history.append(shown)
-        link = (
-            f" · <a href='{html.escape(handle.dashboard_link)}' target='_blank'>dask dashboard</a>"
-            if handle.dashboard_link
-            else ""
-        )
+        link = f" · {dashboard_anchor(handle.dashboard_link)}" if handle.dashboard_link else ""
         link += "".join(
             f" · <a href='{html.escape(url)}' target='_blank'>{html.escape(label)}</a>"
             for label, url in handle.links.items()
         )
         status = html.escape(_status_text(handle))
-        self.header.value = f"<b>{html.escape(handle.name)}</b> · {status}{link}"
+        self.header.value = f"<b>{html.escape(handle.label)}</b> · {status}{link}"
         self.phases.value = " → ".join(
             f"{html.escape(name)} <small>{took}</small>" for name, took in _phase_text(handle)
         )
@@ -119,7 +120,12 @@ class WidgetView:
         self.bar.max = max(counts.total, 1)
         self.bar.value = counts.done
         self.bar.bar_style = "danger" if counts.erred else ""
+        self.bar.layout.display = "" if counts.total else "none"
         self.tasks.value = html.escape(_tasks_text(handle))
+        self.notes.value = "".join(
+            f"<div style='color: var(--jp-ui-font-color2, #616161)'>note: {html.escape(n)}</div>"
+            for n in handle.notes
+        )
 
     def close(self, handle: RunHandle) -> None:
         self.render(handle)
@@ -136,6 +142,7 @@ class TextView:
         self._last_tasks = 0.0
         self._last_text = ""
         self._remote_status = ""
+        self._notes_shown = 0  # notes printed so far: the summary leaves them out
 
     def render(self, handle: RunHandle) -> None:
         shown = handle.status if handle.status in FINAL else handle.current_phase
@@ -143,6 +150,9 @@ class TextView:
             self.history.append(shown)
             if shown not in FINAL:
                 self.stream.write(f"flyte_dask: {handle.name}: {shown}…\n")
+        for note in handle.notes[self._notes_shown :]:
+            self.stream.write(f"flyte_dask: note: {note}\n")
+        self._notes_shown = max(self._notes_shown, len(handle.notes))
         if handle.remote_status and handle.remote_status != self._remote_status:
             self._remote_status = handle.remote_status
             links = "".join(f" · {label}: {url}" for label, url in handle.links.items())
@@ -157,7 +167,7 @@ class TextView:
 
     def close(self, handle: RunHandle) -> None:
         self.render(handle)
-        _publish(_final_bundle(handle))
+        _publish(_final_bundle(handle, notes=False))  # printed once above, not again
 
 
 class QuietView:
@@ -172,11 +182,11 @@ class QuietView:
         _publish(_final_bundle(handle))
 
 
-def _final_bundle(handle: RunHandle) -> dict[str, str]:
+def _final_bundle(handle: RunHandle, notes: bool = True) -> dict[str, str]:
     """The summary of an ended run; a short line for a run that goes on (``--no-wait``), whose
     handle the cell returns and so displays itself."""
     if handle.status in FINAL:
-        return handle._repr_mimebundle_()
+        return {"text/plain": handle.summary_text(notes), "text/html": handle.summary_html(notes)}
     text = f"flyte_dask: {handle.name}: {handle.remote_status or handle.status}; not waiting for it"
     return {"text/plain": text, "text/html": f"<div>{html.escape(text)}</div>"}
 
@@ -192,16 +202,28 @@ def make_view(mode: str) -> View:
     return QuietView()
 
 
-def _print_note(handle: RunHandle, event: str) -> None:
-    if event == "note":
-        sys.stderr.write(f"flyte_dask: {handle.notes[-1]}\n")
+def first_view(handle: RunHandle, mode: str) -> View:
+    """The run's view, shown at once: before flytekit is imported and the task built (seconds),
+    so the cell answers as soon as it runs. ``show_progress(view=...)`` goes on with it."""
+    view = make_view(mode)
+    view.render(handle)
+    return view
+
+
+def discard_view(view: View) -> None:
+    """Takes back a first view whose run never started (a usage error): the error says it."""
+    if isinstance(view, WidgetView):
+        _publish({"text/plain": ""}, view.display_id, update=True)
+        view.widget.close()
 
 
 @contextmanager
-def show_progress(handle: RunHandle, mode: str) -> Iterator[View]:
+def show_progress(handle: RunHandle, mode: str, view: View | None = None) -> Iterator[View]:
     """Shows the run live while the block runs (refreshed at most 10 times a second), then its
-    summary. Phase changes render at once, so every phase appears in the view."""
-    view = make_view(mode)
+    summary. Phase changes and notes render at once, so every phase appears in the view.
+    ``view``: one already shown (``first_view``), else a new one for ``mode``."""
+    if view is None:
+        view = make_view(mode)
     lock = threading.Lock()
     stop = threading.Event()
 
@@ -210,7 +232,7 @@ def show_progress(handle: RunHandle, mode: str) -> Iterator[View]:
             view.render(handle)
 
     def on_event(_: RunHandle, event: str) -> None:
-        if event.startswith("phase:"):
+        if event.startswith("phase:") or event == "note":
             render()
 
     def tick() -> None:
@@ -218,7 +240,7 @@ def show_progress(handle: RunHandle, mode: str) -> Iterator[View]:
             render()
 
     render()  # shows the phase the run is already in
-    handle.listeners += [on_event, _print_note]
+    handle.listeners.append(on_event)
     ticker = threading.Thread(target=tick, name="flyte-dask-progress", daemon=True)
     if not isinstance(view, QuietView):
         ticker.start()
@@ -229,32 +251,44 @@ def show_progress(handle: RunHandle, mode: str) -> Iterator[View]:
         if ticker.is_alive():
             ticker.join()
         handle.listeners.remove(on_event)
-        handle.listeners.remove(_print_note)
         with lock:
             view.close(handle)
 
 
 class RunTable:
-    """``%flyte_dask_runs``: this kernel's runs as a table (HTML and text)."""
+    """``%flyte_dask_runs``: this kernel's runs as a table (HTML and text), newest first."""
 
-    columns = ("name", "status", "started", "duration", "shape", "cache", "outputs", "links")
+    columns = (
+        "run",
+        "name",
+        "status",
+        "started",
+        "duration",
+        "shape",
+        "cache",
+        "outputs",
+        "error",
+        "links",
+    )
 
     def __init__(self, runs: Sequence[RunHandle]) -> None:
-        self.rows = [self._row(run) for run in runs]
+        self.rows = [self._row(run) for run in reversed(runs)]
 
     @staticmethod
     def _row(run: RunHandle) -> tuple[str, ...]:
         run.refresh()  # a run that goes on without the kernel (--no-wait): its status now
         record = run.to_record()
         return (
+            str(run.run_number or "-"),
             run.name,
             run.status + (f" ({run.remote_status})" if run.remote_status else ""),
-            record["started"],
+            started_text(run.started_at),
             f"{run.duration:.1f}s",
             record["used"] or "-",
             run.cache_text,
             ", ".join(run.output_info) or "-",
-            run.dashboard_link or next(iter(run.links.values()), "-"),
+            _one_line(record["error"]),
+            _links_text(run),
         )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
@@ -273,16 +307,50 @@ class RunTable:
     def html(self) -> str:
         if not self.rows:
             return "<p>No <code>%%flyte_dask</code> runs in this kernel yet.</p>"
-        head = "".join(f"<th>{c}</th>" for c in self.columns)
+        left = "text-align: left; vertical-align: top"  # JupyterLab right-aligns by default
+        head = "".join(f"<th style='{left}'>{c}</th>" for c in self.columns)
         body = "".join(
-            "<tr>" + "".join(f"<td>{_cell_html(c)}</td>" for c in row) + "</tr>"
+            "<tr>" + "".join(f"<td style='{left}'>{_cell_html(c)}</td>" for c in row) + "</tr>"
             for row in self.rows
         )
         return f"<table class='flyte-dask-runs'><tr>{head}</tr>{body}</table>"
 
 
+def started_text(started: datetime, today: date | None = None) -> str:
+    """A local start time as people read it: ``15:30:12`` today, else ``2026-11-30 15:30:12``."""
+    local = started.astimezone() if started.tzinfo is not None else started
+    if local.date() == (today or date.today()):
+        return local.strftime("%H:%M:%S")
+    return local.strftime("%Y-%m-%d %H:%M:%S")
+
+
+#: The run table's error column shows at most this many characters of the error's first line.
+ERROR_WIDTH = 80
+
+
+def _one_line(text: str | None) -> str:
+    if not text:
+        return "-"
+    first = text.strip().splitlines()[0] if text.strip() else "-"
+    return first if len(first) <= ERROR_WIDTH else first[: ERROR_WIDTH - 1] + "…"
+
+
+def _links_text(run: RunHandle) -> str:
+    """The run's report, its live dashboard (only while its cluster is up) and its other links
+    (the Flyte console), space-separated; "-" when it has none."""
+    links = [run.report_path, run.dashboard_link, *run.links.values()]
+    return " ".join(link for link in links if link) or "-"
+
+
 def _cell_html(value: str) -> str:
-    if value.startswith("http"):
-        label = "Flyte console" if "/console/" in value else "dashboard"
-        return f"<a href='{html.escape(value)}' target='_blank'>{label}</a>"
+    if value.startswith(("http", ".flyte_dask/")):  # a links cell (``_links_text``)
+        return " · ".join(_link_html(link) for link in value.split(" "))
     return html.escape(value)
+
+
+def _link_html(link: str) -> str:
+    if link.startswith(".flyte_dask/"):
+        return report_anchor(link)
+    if "/console/" in link:
+        return f"<a href='{html.escape(link)}' target='_blank'>Flyte console</a>"
+    return dashboard_anchor(link)

@@ -12,7 +12,7 @@ import html
 import re
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,21 @@ from .image import OLD_COMMANDS_REMOVED
 from .k8s import ManifestError, to_yaml, validate_manifest
 from .manifest import resource_conflicts
 from .spec import ClusterSpec
+from .task import VALUE_OUTPUT as _VALUE_OUTPUT
+
+#: The warning box in JupyterLab's theme colours, readable in light and dark themes (the
+#: fallbacks are the light theme's).
+#: The warning box: the sidebar's stylesheet sets the two colours for the light and the dark
+#: theme (JupyterLab's --jp-warn-color3 stays a light orange in the dark theme); elsewhere the
+#: fallbacks give a light box.
+WARNING_STYLE = (
+    "background: var(--flyte-dask-warning-background, #fff3cd); "
+    "color: var(--flyte-dask-warning-color, #212121); "
+    "border: 1px solid var(--jp-warn-color1, #f57c00); border-radius: 2px; "
+    "padding: 2px 6px; margin: 2px 0"
+)
+#: Outputs of the task that are the product's own, never the user's.
+_INTERNAL_PREFIX = "flyte_dask_"
 
 #: Flyte v1 backends (through 1.16) start dask with the commands this release removed.
 DISTRIBUTED_WITHOUT_OLD_COMMANDS = OLD_COMMANDS_REMOVED
@@ -75,7 +90,17 @@ class DryRun:
             ("version", t["version"]),
             ("image", image),
             ("inputs", _signature(t["inputs"])),
-            ("outputs", _signature(t["outputs"])),
+            ("outputs", _signature(user_outputs(t["outputs"], t.get("not_kept", ())))),
+            *(
+                [
+                    (
+                        "not kept",
+                        ", ".join(t["not_kept"]) + " (dask clients and clusters stay in the task)",
+                    )
+                ]
+                if t.get("not_kept")
+                else []
+            ),
             ("cache", cache),
             ("interruptible", "yes (workers only)" if t["interruptible"] else "no"),
             ("scheduler", _resources_text(t["resources"]["scheduler"])),
@@ -101,8 +126,7 @@ class DryRun:
             for k, v in self.rows()
         )
         warnings = "".join(
-            "<div class='flyte-dask-warning' style='background:#fff3cd;color:#664d03;"
-            f"padding:2px 6px;margin:2px 0'>⚠ {html.escape(w)}</div>"
+            f"<div class='flyte-dask-warning' style='{WARNING_STYLE}'>⚠ {html.escape(w)}</div>"
             for w in self.warnings
         )
         return (
@@ -113,6 +137,51 @@ class DryRun:
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
         return {"text/plain": self.as_text(), "text/html": self.as_html()}
+
+
+#: Calls whose result is a dask client or cluster: a real run never sends those back.
+_HANDLE_CALL = re.compile(r"(^|\.)(Client|get_client|\w*Cluster)$")
+
+
+def dask_handles(body: str) -> set[str]:
+    """Names the cell binds to a dask client or cluster (``client = Client()``,
+    ``with LocalCluster() as cluster``), read from the code: the dry run runs nothing."""
+    import ast
+
+    names: set[str] = set()
+    try:
+        tree = ast.parse(body)
+    except SyntaxError:
+        return names
+
+    def makes_handle(node: ast.AST | None) -> bool:
+        if isinstance(node, ast.Await):
+            node = node.value
+        return isinstance(node, ast.Call) and bool(_HANDLE_CALL.search(ast.unparse(node.func)))
+
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and makes_handle(node.value):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            for item in node.items:
+                if makes_handle(item.context_expr) and isinstance(item.optional_vars, ast.Name):
+                    names.add(item.optional_vars.id)
+    return names
+
+
+def user_outputs(outputs: Mapping[str, str], dropped: Iterable[str] = ()) -> dict[str, str]:
+    """The outputs the notebook gets: not the internal ``flyte_dask_*`` ones (the run's report,
+    versions...), nor ``dropped`` (clients and clusters: real runs drop them); the last
+    expression's value under a readable name."""
+    dropped = set(dropped)
+    shown = {}
+    for name, label in outputs.items():
+        if name == _VALUE_OUTPUT:
+            shown["(last expression)"] = label
+        elif not name.startswith(_INTERNAL_PREFIX) and name not in dropped:
+            shown[name] = label
+    return shown
 
 
 def _signature(types: Mapping[str, str]) -> str:
@@ -325,12 +394,14 @@ def dry_run(
         "image_placeholder": spec.image is None,  # no --image: the default ImageSpec
         "image_contents": default.describe() if default is not None else None,
         "inputs": types(model.interface.inputs),
-        "outputs": types(model.interface.outputs),
+        "outputs": types(model.interface.outputs),  # all of them; the table shows the user's
+        "not_kept": sorted(dask_handles(program.body) & set(model.interface.outputs)),
         "cache": bool(model.metadata.discoverable),
         "cache_version": model.metadata.discovery_version or None,
         "interruptible": bool(model.metadata.interruptible),
         "workers": cluster["worker"]["replicas"],
-        "shape": f"{workers} workers × --nthreads {nthreads} --memory-limit {memory}",
+        "shape": f"{workers} worker{'' if workers == 1 else 's'} × --nthreads {nthreads} "
+        f"--memory-limit {memory}",
         "platform": platform.describe(),
         "pod_template": translation.pod_template,
         "resources": {

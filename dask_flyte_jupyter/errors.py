@@ -98,14 +98,16 @@ def _frames(
     """The frames of a traceback, with the file names of notebook functions run on a worker.
 
     cloudpickle ships functions defined in the notebook with their file name replaced by
-    "<dynamic-code>" (line numbers are kept); ``code_files`` maps function names back to files.
+    "<dynamic-code>" (line numbers are kept); ``code_files`` maps "name@first line", else the
+    name, back to files (``execute.code_files``).
     """
     frames = []
     while tb is not None:
         code = tb.tb_frame.f_code
         filename = code.co_filename
         if filename == "<dynamic-code>":
-            filename = code_files.get(code.co_name, filename)
+            located = code_files.get(f"{code.co_name}@{code.co_firstlineno}")
+            filename = located or code_files.get(code.co_name, filename)
         line = linecache.getline(filename, tb.tb_lineno).strip() or None
         frames.append(traceback.FrameSummary(filename, tb.tb_lineno, code.co_name, line=line))
         tb = tb.tb_next
@@ -162,11 +164,12 @@ def readable_traceback(
     lines = ["Traceback (your code only, most recent call last):"]
     shown = []
     for frame in user_frames(error.__traceback__, code_files):
-        where = (
-            f"  Cell line {frame.lineno}"
-            if frame.filename == cell_filename
-            else f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}'
-        )
+        if frame.filename != cell_filename:
+            where = f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}'
+        elif frame.name.startswith("<"):  # a lambda or comprehension: on the line it is on
+            where = f"  Cell line {frame.lineno}, in {frame.name}"
+        else:
+            where = f"  Cell line {frame.lineno}"
         source = [f"    {frame.line.strip()}"] if frame.line else []
         shown.append(((frame.filename, frame.lineno, frame.name), [where, *source]))
     lines.extend(fold_repeats(shown))

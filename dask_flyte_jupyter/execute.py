@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from types import CodeType
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -17,10 +18,10 @@ from IPython.core.error import UsageError
 from .backends.local import LocalBackend
 from .cell import CellProgram
 from .dask_state import is_collection
-from .display import progress_mode, show_progress
+from .display import View, discard_view, progress_mode, show_progress
 from .errors import attach_readable_traceback, explain_failure, restore_message
 from .results import Results
-from .run import RunHandle, kept_as_summary
+from .run import RunHandle, kept_as_summary, record_run, start_run
 from .spec import ClusterSpec
 from .task import default_task_name
 
@@ -50,17 +51,50 @@ def prepare_flytekit(shell: Any) -> None:
 
 
 def code_files(program: CellProgram, inputs: dict[str, Any], cell_file: str) -> dict[str, str]:
-    """Function name -> source file, for the functions a failing cell may have run on a worker."""
-    files = {
-        node.name: cell_file
-        for node in ast.walk(ast.parse(program.body))
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-    }
+    """Where the code a failing cell may have run on a worker comes from, for its traceback:
+    ``"name@first line"`` and ``"name"`` -> source file. cloudpickle ships this code with the
+    file name "<dynamic-code>"; the cell's functions, lambdas and comprehensions map back to the
+    cell, those of notebook functions among the inputs to their own cells."""
+    files: dict[str, str] = {}
+    for node in ast.walk(ast.parse(program.body)):
+        name = _code_name(node)
+        if name is not None and isinstance(node, (ast.expr, ast.stmt)):
+            decorators = getattr(node, "decorator_list", [])
+            first = min([node.lineno, *(d.lineno for d in decorators)])
+            files[f"{name}@{first + 1}"] = cell_file  # body line 1 is cell line 2
+            files.setdefault(name, cell_file)
     for value in inputs.values():
-        code = getattr(value, "__code__", None)
-        if code is not None:
+        for code in _codes(getattr(value, "__code__", None)):
+            files.setdefault(f"{code.co_name}@{code.co_firstlineno}", code.co_filename)
             files.setdefault(code.co_name, code.co_filename)
     return files
+
+
+#: Code objects Python names after their kind, not a name in the source.
+_ANONYMOUS = {
+    ast.Lambda: "<lambda>",
+    ast.ListComp: "<listcomp>",
+    ast.SetComp: "<setcomp>",
+    ast.DictComp: "<dictcomp>",
+    ast.GeneratorExp: "<genexpr>",
+}
+
+
+def _code_name(node: ast.AST) -> str | None:
+    """The ``co_name`` of the code object a node compiles to, if it makes one."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return node.name
+    return _ANONYMOUS.get(type(node))
+
+
+def _codes(code: Any) -> list[Any]:
+    """A code object and the code objects nested in it (its lambdas, inner functions)."""
+    if not isinstance(code, CodeType):
+        return []
+    found = [code]
+    for const in code.co_consts:
+        found += _codes(const)
+    return found
 
 
 def execute_cell(
@@ -70,30 +104,37 @@ def execute_cell(
     out_var: str | None,
     progress: bool,
     backend: Any = None,
+    handle: RunHandle | None = None,
+    view: View | None = None,
 ) -> Any:
     """Runs ``program`` with ``spec`` on ``backend`` (default: local); returns the value of the
-    cell's last expression, or the run handle of a run that goes on without waiting for it."""
+    cell's last expression, or the run handle of a run that goes on without waiting for it.
+    ``handle`` and ``view``: the run's, already shown (``display.first_view``)."""
     shell = magics.shell
-    prepare_flytekit(shell)
+    mode = progress_mode(shell) if progress else "none"
     if backend is None:
         backend = LocalBackend()
-    handle = RunHandle(
-        name=spec.name or default_task_name(program.body), spec=spec, backend=backend.name
-    )
-    handle.begin("packaging")
+    if handle is None:
+        name = spec.name or default_task_name(program.body)
+        handle = start_run(name, spec, backend.name, magics.runs)
     try:
-        cell_task = backend.build(program, spec, shell.user_ns)
-    except (ValueError, TypeError) as error:
-        handle.finish("failed", error)
-        raise UsageError(f"cannot build the task: {error}") from None
-    handle.version = cell_task.version
-    refuse_notebook_dask_state(program, shell.user_ns)
-    magics.runs.append(handle)
+        prepare_flytekit(shell)
+        try:
+            cell_task = backend.build(program, spec, shell.user_ns)
+        except (ValueError, TypeError) as error:
+            handle.finish("failed", error)
+            raise UsageError(f"cannot build the task: {error}") from None
+        handle.version = cell_task.version
+        refuse_notebook_dask_state(program, shell.user_ns)
+    except BaseException:
+        if view is not None:  # the run never started: the error alone says why
+            discard_view(view)
+        raise
+    record_run(magics.runs, handle)
     for borrowed in program.handles:
         handle.note(handle_note(borrowed))
     inputs = cell_task.task_inputs(shell.user_ns, program.inputs)
 
-    mode = progress_mode(shell) if progress else "none"
     files = code_files(program, inputs, cell_task.filename)
     bring_back = Results(
         shell, magics, handle, out_var, remote=backend.name != "local", imports=program.imported
@@ -105,6 +146,7 @@ def execute_cell(
         bring_back,
         cell_task.filename,
         files,
+        view,
     ):
         return handle.value if program.last_expression and not program.quiet else None
 
@@ -168,6 +210,7 @@ def follow_run(
     results: Results,
     cell_filename: str,
     files: dict[str, str],
+    view: View | None = None,
 ) -> bool:
     """Shows the run live while ``run()`` runs it, then puts its outputs into the notebook.
 
@@ -175,7 +218,7 @@ def follow_run(
     A failed run raises its error with a readable traceback; an interrupted one re-raises.
     """
     history = kept_as_summary(results.magics.runs, handle)  # not the outputs, nor the error
-    with show_progress(handle, mode) as handle.view, history:
+    with show_progress(handle, mode, view) as handle.view, history:
         try:
             outputs = run()
         except KeyboardInterrupt as error:

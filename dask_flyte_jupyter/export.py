@@ -127,6 +127,35 @@ def export_cell(
     return target
 
 
+def full_magic_line(spec: ClusterSpec) -> str:
+    """The spec's ``%%flyte_dask`` line with the worker count always given, as the module's
+    code always sets ``number_of_workers``: the header states the cluster's whole shape."""
+    line = spec.magic_line()
+    if "workers" in spec.to_options():
+        return line
+    return line.replace("%%flyte_dask", f"%%flyte_dask --workers {spec.workers.count}", 1)
+
+
+#: Lines of the written module that ``--export`` shows: its header and the task's decorator.
+PREVIEW_LINES = 12
+
+
+def preview(source: str) -> list[str]:
+    """The first lines of an exported module (its header), then its task's decorator and
+    ``def`` line: enough to see what was written without opening the file."""
+    lines = source.splitlines()
+    closing = next((i for i, line in enumerate(lines[1:], 1) if line.endswith('"""')), 0)
+    head = lines[: min(closing + 1, PREVIEW_LINES)]  # the docstring: source, line, how to run
+    start = next((i for i, line in enumerate(lines) if line.startswith("@task(")), None)
+    if start is None:
+        return head
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("def ")), start)
+    task = lines[start : end + 1]
+    if len(task) > PREVIEW_LINES:
+        task = [*task[: PREVIEW_LINES - 1], "    ..."]
+    return [*head, "...", *task, "..."]
+
+
 def _written_by_export(path: Path) -> bool:
     """Whether the file at ``path`` starts with the header of an exported module."""
     try:
@@ -525,7 +554,7 @@ class _Writer:
         return "\n".join(parts)  # each part ends with the blank lines ruff puts after it
 
     def docstring(self) -> str:
-        line = self.spec.magic_line().replace("\\", "\\\\").replace('"""', '\\"""')
+        line = full_magic_line(self.spec).replace("\\", "\\\\").replace('"""', '\\"""')
         return (
             f'"""{HEADER}\n\n    {line}\n\n'
             f"Run it locally with ``python <this file>``, or with\n"

@@ -38,3 +38,25 @@ def shielded() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if pressed and not leaving:
         raise KeyboardInterrupt
+
+
+class _AbandonedGathers:
+    """A logging filter: drops asyncio's "Task exception was never retrieved" for the per-key
+    waits of an interrupted ``client.gather`` (distributed's ``AllExit``), one traceback per key
+    otherwise, printed as the client closes or later when they are collected."""
+
+    def filter(self, record: Any) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return type(error).__name__ != "AllExit" or "distributed" not in type(error).__module__
+
+
+_QUIET = _AbandonedGathers()
+
+
+def quiet_abandoned_gathers() -> None:
+    """Installs the filter on asyncio's logger, once per process."""
+    import logging
+
+    logger = logging.getLogger("asyncio")
+    if _QUIET not in logger.filters:
+        logger.addFilter(_QUIET)

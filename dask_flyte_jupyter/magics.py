@@ -256,11 +256,39 @@ class FlyteDaskMagics(Magics):
             connection = self._connection(args) if remote else None
             return show_dry_run(self, program, spec, out_var, connection)
 
-        from .execute import execute_cell  # imports flytekit: only when a cell runs
+        from .kernel_status import stays_busy
 
-        backend = self._remote_backend(args) if remote else None
+        with stays_busy(self.shell):
+            return self._run(program, spec, out_var, args, remote)
+
+    def _run(
+        self, program: Any, spec: ClusterSpec, out_var: str | None, args: Any, remote: bool
+    ) -> Any:
+        """Shows the run's view first (importing flytekit and building the task take seconds),
+        then runs the cell."""
+        from .display import discard_view, first_view, progress_mode
+        from .run import start_run
+        from .task import default_task_name
+
+        name = spec.name or default_task_name(program.body)
+        handle = start_run(name, spec, "flyte" if remote else "local", self.runs)
+        view = first_view(handle, progress_mode(self.shell) if not args.no_progress else "none")
+        try:
+            from .execute import execute_cell  # imports flytekit: only when a cell runs
+
+            backend = self._remote_backend(args) if remote else None
+        except BaseException:
+            discard_view(view)
+            raise
         return execute_cell(
-            self, program, spec, out_var, progress=not args.no_progress, backend=backend
+            self,
+            program,
+            spec,
+            out_var,
+            progress=not args.no_progress,
+            backend=backend,
+            handle=handle,
+            view=view,
         )
 
     def _expand(self, line: str) -> str:
@@ -384,8 +412,8 @@ class FlyteDaskMagics(Magics):
 
     @line_magic
     def flyte_dask_runs(self, line: str) -> Any:
-        """Show this kernel's %%flyte_dask runs: name, status, start, duration, shape, cache,
-        outputs and links."""
+        """Show this kernel's %%flyte_dask runs, newest first: run number, name, status, start,
+        duration, shape, cache, outputs, error and links."""
         from .display import RunTable
 
         if line.strip():
@@ -423,14 +451,19 @@ def _parse(magic: Any, line: str) -> Any:
 def _export(
     program: Any, spec: ClusterSpec, namespace: dict[str, Any], path: str, force: bool
 ) -> None:
-    from .export import ExportError, export_cell  # imports flytekit: only when asked
+    from .export import ExportError, export_cell, preview  # imports flytekit: only when asked
 
     try:
         written = export_cell(program, spec, namespace, path, force=force)
     except ExportError as error:
         raise UsageError(str(error)) from None
-    command = shlex.quote(str(written))  # a command the user can paste into a shell
-    print(f"flyte_dask: exported the cell to {written} (run it: python {command})")
+    absolute = written.resolve()
+    command = shlex.quote(str(absolute))  # a command the user can paste into a shell
+    lines = preview(written.read_text(encoding="utf-8"))
+    print(
+        f"flyte_dask: exported the cell to {written} ({absolute}); run it: python {command}\n"
+        + "\n".join(f"    {line}".rstrip() for line in lines)
+    )
 
 
 def parse_magic_line(line: str) -> dict[str, object]:

@@ -49,13 +49,34 @@ def _bytes(size: int) -> str:
 
 
 _LABEL = {"description_width": "130px"}
+#: Wide enough for every placeholder after its 130px label; checkboxes are indented as far.
+_FIELD = {"width": "340px"}
+#: Marks an invalid field (``.flyte-dask-invalid``) with a red border.
+_INVALID_CLASS = "flyte-dask-invalid"
+_CSS = (
+    "<style>.flyte-dask-invalid input { border: 1px solid var(--jp-error-color1, #c62828) "
+    "!important; }</style>"
+)
 
 
 def _text(placeholder: str, description: str) -> Any:
     # Checked when the user presses enter or leaves the field, not at every keystroke.
     return widgets.Text(
-        description=description, placeholder=placeholder, style=_LABEL, continuous_update=False
+        description=description,
+        placeholder=placeholder,
+        style=_LABEL,
+        layout=_FIELD,
+        continuous_update=False,
     )
+
+
+def _int_field(value: int, description: str) -> Any:
+    return widgets.IntText(value=value, description=description, style=_LABEL, layout=_FIELD)
+
+
+def _checkbox(description: str) -> Any:
+    # indent: the box lines up with the other fields' inputs, its label after it
+    return widgets.Checkbox(description=description, indent=True, style=_LABEL, layout=_FIELD)
 
 
 class ResourcePicker(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
@@ -63,9 +84,14 @@ class ResourcePicker(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyp
 
     ``.value`` is the current valid :class:`ClusterSpec` (observe it with
     ``picker.observe(fn, names="value")``; setting it updates the fields). ``.remote``,
-    ``.project`` and ``.domain`` say where to run. ``.magic_line`` is the equivalent
-    ``%%flyte_dask`` line; ``.errors`` maps each invalid field's flag to its message.
+    ``.project`` and ``.domain`` say where to run: "local" (this machine) or "remote" (on
+    your Flyte cluster). ``.magic_line`` is the equivalent ``%%flyte_dask`` line.
     ``.fields`` holds the field widgets by flag (``picker.fields["worker-mem"]``).
+
+    While a field is invalid (``32Gx``), ``.valid`` is False, ``.errors`` maps each invalid
+    field's flag to its message (shown next to it, the field framed in red), ``.magic_line``
+    is empty (there is no line for it) and the shown line says what to fix; ``.value`` stays
+    the last valid spec, so kernel defaults bound to the picker never take an invalid one.
     """
 
     value = traitlets.Instance(ClusterSpec, args=())
@@ -73,24 +99,28 @@ class ResourcePicker(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyp
     project = traitlets.Unicode("")
     domain = traitlets.Unicode("")
     magic_line = traitlets.Unicode(read_only=True)
+    valid = traitlets.Bool(True, read_only=True)
 
     def __init__(self, value: ClusterSpec | None = None, **kwargs: Any) -> None:
         # Field per flag of the spec, in the order of the magic's options table.
         self.fields: dict[str, Any] = {
-            "workers": widgets.IntText(value=2, description="workers", style=_LABEL),
-            "worker-cpu": _text("e.g. 2 or 500m (no limit)", "worker cpu"),
-            "worker-mem": _text("e.g. 4Gi or 512Mi (no limit)", "worker memory"),
-            "worker-gpu": widgets.IntText(value=0, description="worker gpu", style=_LABEL),
+            "workers": _int_field(2, "workers"),
+            "worker-cpu": _text("e.g. 2 or 500m", "worker cpu"),
+            "worker-mem": _text("e.g. 4Gi", "worker memory"),
+            "worker-gpu": _int_field(0, "worker gpu"),
             "scheduler-cpu": _text("e.g. 1 or 500m", "scheduler cpu"),
             "scheduler-mem": _text("e.g. 2Gi", "scheduler memory"),
-            "image": _text("default: the task image", "image"),
-            "interruptible": widgets.Checkbox(description="interruptible (spot) workers"),
-            "cache": widgets.Checkbox(description="cache the task"),
-            "cache-version": _text("default: hash of cell + spec", "cache version"),
+            "image": _text("default image", "image"),
+            "interruptible": _checkbox("interruptible (spot) workers"),
+            "cache": _checkbox("cache the task"),
+            "cache-version": _text("hash of cell + spec", "cache version"),
         }
         self._messages = {flag: widgets.HTML() for flag in [*self.fields, "spec"]}
         self._errors: dict[str, str] = {}
-        self._target = widgets.ToggleButtons(options=[("local", False), ("remote", True)])
+        self._target = widgets.ToggleButtons(
+            options=[("local", False), ("remote", True)],
+            tooltips=["on this machine", "on your Flyte cluster"],
+        )
         self._project = _text("default from the Flyte config", "project")
         self._domain = _text("default from the Flyte config", "domain")
         self._summary = widgets.Label()
@@ -104,13 +134,14 @@ class ResourcePicker(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyp
             return widgets.HTML(f"<b>{text}</b>")
 
         children = [
+            widgets.HTML(_CSS),
             heading("Workers"),
             *(row(f) for f in ("workers", "worker-cpu", "worker-mem", "worker-gpu")),
             heading("Scheduler"),
             *(row(f) for f in ("scheduler-cpu", "scheduler-mem")),
             heading("Task"),
             *(row(f) for f in ("image", "interruptible", "cache", "cache-version")),
-            heading("Run on"),
+            heading("Where to run"),
             self._target,
             self._project,
             self._domain,
@@ -225,6 +256,13 @@ class ResourcePicker(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyp
             message.value = (
                 "" if text is None else f'<span style="{_ERROR_STYLE}">{html.escape(text)}</span>'
             )
+        for flag, field in self.fields.items():
+            if flag in errors:
+                field.add_class(_INVALID_CLASS)
+            else:
+                field.remove_class(_INVALID_CLASS)
+        self.set_trait("valid", not errors)
+        self._refresh_text()
 
     def _update_disabled(self) -> None:
         # Cache version only matters with cache; it stays editable while it holds text, so a
@@ -237,6 +275,13 @@ class ResourcePicker(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyp
         self._refresh_text()
 
     def _refresh_text(self) -> None:
+        if self._errors:  # no line for what the fields say: what to fix instead
+            self.set_trait("magic_line", "")
+            flags = ", ".join(f"--{flag}" for flag in self._errors if flag != "spec")
+            fix = f"fix {flags}" if flags else self._errors.get("spec", "")
+            self._line.value = f'<pre style="{_ERROR_STYLE}">not valid: {html.escape(fix)}</pre>'
+            self._summary.value = ""
+            return
         line = target_line(self.value, self.remote, self.project, self.domain)
         self.set_trait("magic_line", line)
         self._line.value = f"<pre>{html.escape(line)}</pre>"

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .describe import describe_value, output_type, plural, type_name
+from .describe import memory_text as memory_text  # re-exported: errors.py, dask_monitor.py
 from .spec import ClusterSpec, LocalShape
 
 #: Final statuses of a run.
@@ -69,12 +71,18 @@ class RunHandle:
     spec: ClusterSpec
     backend: str = "local"
     version: str = ""
+    #: The run's 1-based position in this kernel's history (``record_run``); 0 until recorded.
+    run_number: int = 0
     status: str = "pending"
     started_at: datetime = field(default_factory=datetime.now)
     phases: dict[str, float] = field(default_factory=dict)
     shape: LocalShape | None = None
     notes: list[str] = field(default_factory=list)
+    #: The live dask dashboard, only while the run's cluster is up (then None: no dead link).
     dashboard_link: str | None = None
+    #: The run's saved dask performance report, relative to the kernel's working directory in
+    #: POSIX form (``reports.py``); None when no cluster ran (a cache hit) or none was saved.
+    report_path: str | None = None
     # The outputs and the value are the user's objects: their reprs may compute or raise.
     outputs: dict[str, Any] = field(default_factory=dict, repr=False)
     dropped: list[str] = field(default_factory=list)
@@ -116,6 +124,12 @@ class RunHandle:
         """Seconds from start to end (or to now while running)."""
         end = self._ended if self._ended is not None else time.perf_counter()
         return end - self._created
+
+    @property
+    def label(self) -> str:
+        """What tells runs of one cell apart: ``inc-cell · run 3 · 15:30:12``."""
+        number = [f"run {self.run_number}"] if self.run_number else []
+        return " · ".join([self.name, *number, self.started_at.strftime("%H:%M:%S")])
 
     @property
     def tasks(self) -> TaskCounts:
@@ -191,18 +205,23 @@ class RunHandle:
         self.status = status
         self.error = error
         self.error_text = _error_text(error) if error is not None else None
+        if status == "interrupted" and error is not None:
+            self.error_text = interrupted_text(error, self.failed_phase)
         self.output_summaries = self._summarize_outputs()
         self._ended = time.perf_counter()
         self.emit(f"status:{status}")
 
     def _summarize_outputs(self) -> dict[str, OutputSummary]:
         return {
-            name: OutputSummary(_type_name(value), describe_value(name, value))
+            name: OutputSummary(output_type(value), describe_value(name, value))
             for name, value in self.outputs.items()
         }
 
     def current_error_text(self) -> str | None:
-        """``Type: message`` of the run's error (its message may be restored after ``finish``)."""
+        """``Type: message`` of the run's error (its message may be restored after ``finish``);
+        for an interrupted run, what happened."""
+        if self.status == "interrupted" and self.error_text is not None:
+            return self.error_text
         return _error_text(self.error) if self.error is not None else self.error_text
 
     @property
@@ -240,6 +259,8 @@ class RunHandle:
         """A JSON-ready view of the run, for the run table and the JupyterLab sidebar."""
         return {
             "name": self.name,
+            "label": self.label,
+            "run_number": self.run_number,
             "version": self.version,
             "backend": self.backend,
             "status": self.status,
@@ -256,6 +277,7 @@ class RunHandle:
                 "erred": self.tasks.erred,
             },
             "dashboard": self.dashboard_link,
+            "report": self.report_path,
             "links": dict(self.links),
             "remote_status": self.remote_status or None,
             "error": self.current_error_text(),
@@ -263,9 +285,10 @@ class RunHandle:
 
     # ---- rendering -------------------------------------------------------------------------
 
-    def summary_rows(self) -> list[tuple[str, str]]:
+    def summary_rows(self, notes: bool = True) -> list[tuple[str, str]]:
+        """The summary's rows; ``notes=False`` leaves out the notes (a text view printed them)."""
         rows = [
-            ("task", f"{self.name} (version {self.version})" if self.version else self.name),
+            ("task", f"{self.label} (version {self.version})" if self.version else self.label),
             ("status", self.status + (f" ({self.remote_status})" if self.remote_status else "")),
             ("requested", requested_text(self.spec)),
         ]
@@ -293,26 +316,33 @@ class RunHandle:
             rows.append(("outputs", ", ".join(info.text for info in outputs.values())))
         if self.dropped:
             rows.append(("not kept", ", ".join(self.dropped) + " (live cluster objects)"))
-        if self.dashboard_link:
+        if self.dashboard_link:  # only while the cluster is up
             rows.append(("dashboard", self.dashboard_link))
+        if self.report_path:
+            rows.append(("report", self.report_path))
         rows.extend(self.details.items())
         rows.extend(self.links.items())
-        rows.extend(("note", note) for note in self.notes)
+        if notes:
+            rows.extend(("note", note) for note in self.notes)
         return rows
 
-    def summary_text(self) -> str:
-        return "\n".join(f"{key:>10}: {value}" for key, value in self.summary_rows())
+    def summary_text(self, notes: bool = True) -> str:
+        return "\n".join(f"{key:>10}: {value}" for key, value in self.summary_rows(notes))
 
-    def summary_html(self) -> str:
+    def summary_html(self, notes: bool = True) -> str:
         def value_html(key: str, value: str) -> str:
-            if key == "dashboard" or key in self.links:  # clickable in JupyterLab
+            if key == "dashboard":
+                return dashboard_anchor(value)
+            if key == "report":
+                return report_anchor(value)
+            if key in self.links:  # clickable in JupyterLab
                 return f"<a href='{html.escape(value)}' target='_blank'>{html.escape(value)}</a>"
             return html.escape(value)
 
         cells = "".join(
             f"<tr><th style='text-align:right'>{html.escape(k)}</th>"
             f"<td style='text-align:left'>{value_html(k, v)}</td></tr>"
-            for k, v in self.summary_rows()
+            for k, v in self.summary_rows(notes)
         )
         return f"<table class='flyte-dask-summary'>{cells}</table>"
 
@@ -334,159 +364,88 @@ def kept_as_summary(runs: list[Any], handle: RunHandle) -> Iterator[None]:
                     runs[at] = handle.summary()
 
 
-def _shape_text(shape: LocalShape) -> str:
-    memory = (
-        f", {shape.memory_limit / 2**30:.2f} GiB each" if shape.memory_limit is not None else ""
+def start_run(name: str, spec: ClusterSpec, backend: str, runs: list[Any]) -> RunHandle:
+    """The handle of a run about to start, in its first phase, numbered as the kernel's next
+    run in ``runs`` (``record_run`` records it once the run really starts)."""
+    handle = RunHandle(name=name, spec=spec, backend=backend, run_number=len(runs) + 1)
+    handle.begin("packaging")
+    return handle
+
+
+def record_run(runs: list[Any], handle: RunHandle) -> None:
+    """Adds ``handle`` to the kernel's run history ``runs``, numbering it (1-based)."""
+    handle.run_number = len(runs) + 1
+    runs.append(handle)
+
+
+def report_anchor(path: str) -> str:
+    """The link to a saved report (``path`` relative to the notebook's directory); the
+    JupyterLab extension opens links to ``.flyte_dask/`` through its server route."""
+    href = html.escape(path)
+    return (
+        f'<a href="{href}" target="_blank" data-flyte-dask-report="{href}">performance report</a>'
     )
-    return f"{shape.workers} workers x {shape.threads_per_worker} threads{memory}"
+
+
+def dashboard_anchor(url: str) -> str:
+    """The link to a live dask dashboard (``url``: its status page or its root)."""
+    root = url.removesuffix("/status").rstrip("/")
+    return (
+        f'<a href="{html.escape(root)}/status" target="_blank" '
+        f'data-flyte-dask-dashboard="{html.escape(root)}" class="flyte-dask-link" '
+        'style="color: var(--jp-content-link-color, #1976d2); text-decoration: underline">'
+        "dask dashboard</a>"
+    )
+
+
+def _shape_text(shape: LocalShape) -> str:
+    """``2 workers × 1 thread, 1 GiB each``."""
+    memory = f", {memory_text(shape.memory_limit)} each" if shape.memory_limit is not None else ""
+    workers = plural(shape.workers, "worker")
+    return f"{workers} × {plural(shape.threads_per_worker, 'thread')}{memory}"
 
 
 def requested_text(spec: ClusterSpec) -> str:
-    """The shape asked for, the worker count always included: ``2 workers --worker-mem 1Gi``."""
-    flags = spec.magic_line().removeprefix("%%flyte_dask").split()
-    if "--workers" in flags:  # said as "N workers" instead
-        at = flags.index("--workers")
-        del flags[at : at + 2]
-    count = spec.workers.count
-    return " ".join([f"{count} worker{'' if count == 1 else 's'}", *flags])
+    """The shape asked for in words, the worker count always included:
+    ``2 workers, 1Gi memory per worker``."""
+    w, s = spec.workers, spec.scheduler
+    parts = [plural(w.count, "worker")]
+    if w.cpu is not None:
+        parts.append(f"{w.cpu} CPU per worker")
+    if w.mem is not None:
+        parts.append(f"{w.mem} memory per worker")
+    if w.gpu:
+        parts.append(f"{plural(w.gpu, 'GPU')} per worker")
+    if spec.accelerator is not None:
+        parts.append(f"accelerator {spec.accelerator}")
+    if s.cpu is not None or s.mem is not None:
+        scheduler = [f"{s.cpu} CPU" if s.cpu else "", f"{s.mem} memory" if s.mem else ""]
+        parts.append("scheduler " + " and ".join(p for p in scheduler if p))
+    if spec.interruptible:
+        parts.append("interruptible workers")
+    if spec.image is not None:
+        parts.append(f"image {spec.image}")
+    if spec.pod_template is not None:
+        parts.append(f"pod template {spec.pod_template}")
+    if spec.cache:
+        parts.append(f"cached (version {spec.cache_version})" if spec.cache_version else "cached")
+    return ", ".join(parts)
 
 
-def _type_name(value: Any) -> str:
-    try:
-        return str(type(value).__name__)
-    except Exception:  # a metaclass may do anything
-        return "object"
+def interrupted_text(error: BaseException, phase: str | None) -> str:
+    """``interrupted (KeyboardInterrupt) while running; the cluster was shut down``: what the
+    interrupt stopped, and what the backend did about it (``flyte_dask_message``)."""
+    cluster_up = phase in ("starting cluster", "running", "stopping cluster")
+    what = getattr(error, "flyte_dask_message", None) or (
+        "the cluster was shut down" if cluster_up else "nothing was kept"
+    )
+    where = f" while {phase}" if phase else ""
+    return f"interrupted ({type_name(error)}){where}; {what}"
 
 
 def _error_text(error: BaseException) -> str:
     """``Type: message``; just the type when the message cannot be made."""
     try:
-        return f"{_type_name(error)}: {error}"
+        return f"{type_name(error)}: {error}"
     except Exception:
-        return _type_name(error)
-
-
-#: Builtin types whose length is shown; their own ``__len__`` is called, never an override.
-_SIZED: tuple[type, ...] = (list, tuple, dict, set, frozenset, str, bytes, bytearray)
-
-
-def describe_value(name: str, value: Any) -> str:
-    """``name: type (size)`` for the summary, from metadata only: it never runs the user's
-    computation and never raises. Shape and memory for pandas and numpy objects, length for
-    builtin containers, partitions / chunks for dask collections, else just the type."""
-    try:
-        kind, detail = _describe(value)
-    except Exception:
-        kind, detail = _type_name(value), ""
-        if _is_dask_collection(value):
-            kind = f"dask {kind}"
-    return f"{name}: {kind} ({detail})" if detail else f"{name}: {kind}"
-
-
-def _is_dask_collection(value: Any) -> bool:
-    """A collection of dask itself (not of a library built on it), checked without importing
-    dask: its type has ``__dask_graph__`` and comes from a ``dask`` module."""
-    try:
-        cls = type(value)
-        is_collection = callable(getattr(cls, "__dask_graph__", None))
-        return is_collection and str(cls.__module__).startswith("dask.")
-    except Exception:
-        return False
-
-
-def _describe(value: Any) -> tuple[str, str]:
-    """(kind, detail) of a value; may raise (the caller then shows the type only)."""
-    kind = _type_name(value)
-    cls = type(value)
-    if callable(getattr(cls, "__dask_graph__", None)):  # a dask collection, lazy or persisted
-        return _describe_dask(value, kind) if _is_dask_collection(value) else (kind, "")
-    for sized in _SIZED:
-        if isinstance(value, sized):
-            return kind, f"len {sized.__len__(value)}"  # type: ignore[attr-defined]
-    if str(cls.__module__).partition(".")[0] in ("pandas", "numpy"):
-        shape = value.shape
-        if isinstance(shape, tuple) and shape and all(isinstance(n, int) for n in shape):
-            size = " x ".join(str(n) for n in shape)
-            nbytes = _memory_size(value)
-            return kind, f"{size}, {nbytes}" if nbytes else size
-    return kind, ""
-
-
-class _WouldCompute(Exception):
-    """Raised by the scheduler that is in place while a dask collection is described."""
-
-
-def _refuse_to_compute(*args: Any, **kwargs: Any) -> Any:
-    raise _WouldCompute("describing an output must not compute it")
-
-
-def _describe_dask(value: Any, kind: str) -> tuple[str, str]:
-    """A dask collection from its metadata: DataFrame / Series partitions (and columns), Array
-    shape, chunks, dtype and size, Bag partitions; anything else (Delayed) just its type.
-    Collections of other libraries built on dask (xarray, ...) show their type only.
-
-    Some metadata is computed on first use (the divisions of a lazy ``set_index``, say); while
-    it is read, dask's scheduler is one that refuses to run anything, and what it would have had
-    to compute is shown as unknown.
-    """
-    import dask  # a dask collection exists, so dask is imported already
-
-    parts: list[str] = []
-    with dask.config.set(scheduler=_refuse_to_compute):
-        if kind == "Array":
-            shape = " x ".join(_dimension(n) for n in value.shape)
-            blocks = 1
-            for count in value.numblocks:
-                blocks *= int(count)
-            parts += [shape or "scalar", _plural(blocks, "chunk"), str(value.dtype)]
-            nbytes = value.nbytes
-            if isinstance(nbytes, int) or (isinstance(nbytes, float) and nbytes == nbytes):
-                parts.append(_bytes_text(int(nbytes)))
-        elif kind in ("DataFrame", "Series", "Index"):
-            try:
-                count, known = int(value.npartitions), bool(value.known_divisions)
-                parts.append(_plural(count, "partition"))
-                parts.append("divisions known" if known else "divisions unknown")
-            except _WouldCompute:
-                parts.append("partitions known once computed")
-            if kind == "DataFrame":
-                parts.append(_plural(len(value.columns), "column"))
-        elif kind == "Bag":
-            parts.append(_plural(int(value.npartitions), "partition"))
-    return f"dask {kind}", ", ".join(parts)
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _dimension(n: Any) -> str:
-    return str(int(n)) if isinstance(n, int) or (isinstance(n, float) and n == n) else "nan"
-
-
-def _memory_size(value: Any) -> str:
-    """Memory a pandas or numpy object takes, e.g. "12.3 KiB"; "" when unknown."""
-    try:
-        if hasattr(value, "memory_usage"):
-            usage = value.memory_usage(deep=True)  # per column for frames, a number otherwise
-            size = int(usage.sum()) if hasattr(usage, "sum") else int(usage)
-        else:
-            size = int(value.nbytes)
-    except Exception:
-        return ""
-    return _bytes_text(size)
-
-
-def memory_text(size: int) -> str:
-    """A memory limit as people say it: "200 MiB", "1.5 GiB"."""
-    unit, scale = ("GiB", 2**30) if size >= 2**30 else ("MiB", 2**20)
-    return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
-
-
-def _bytes_text(size: int) -> str:
-    amount = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if amount < 1024 or unit == "GiB":
-            return f"{size} B" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1024
-    return ""
+        return type_name(error)

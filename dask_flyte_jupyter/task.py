@@ -37,6 +37,9 @@ REPORT_OUTPUT = runtime.REPORT_OUTPUT
 META_OUTPUTS = (REPORT_OUTPUT,)
 #: Output with the versions of job runner, scheduler and workers (remote builds only, JSON).
 VERSIONS_OUTPUT = "flyte_dask_versions"
+#: Output with the run's dask performance report, an HTML file (remote builds only; None when
+#: the job runner could not make it). The kernel saves it like a local run's (``reports.py``).
+PERFORMANCE_REPORT_OUTPUT = "flyte_dask_performance_report"
 #: Environment override of how many bytes of dask data a cell may bring back.
 LIMIT_VARIABLE = "FLYTE_DASK_BRING_BACK_LIMIT"
 #: Prefix of the parameter of an input the cell declares ``global`` (a parameter cannot be).
@@ -45,6 +48,7 @@ RESERVED_NAMES = (
     *META_OUTPUTS,
     VALUE_OUTPUT,
     VERSIONS_OUTPUT,
+    PERFORMANCE_REPORT_OUTPUT,
     "flyte_dask_session",
     "flyte_dask_start",
     "flyte_dask_settings",
@@ -352,7 +356,10 @@ def build_task(
         (name, output_type(program.annotations.get(name))) for name in output_names
     ] + [(REPORT_OUTPUT, str)]
     if report_versions:
+        from flytekit.types.file import FlyteFile
+
         output_fields.append((VERSIONS_OUTPUT, str))
+        output_fields.append((PERFORMANCE_REPORT_OUTPUT, FlyteFile | None))
     cell_outputs = typing.NamedTuple("CellOutputs", output_fields)  # type: ignore[misc]
 
     name = spec.name or default_task_name(program.body)
@@ -394,16 +401,23 @@ def build_task(
     if report_versions:
         import cloudpickle
 
+        from . import reports
         from .parity import collector
 
         # The job runner has no dask_flyte_jupyter: the session's code travels in the pickle.
         cloudpickle.register_pickle_by_value(runtime)
         cloudpickle.register_pickle_by_value(dask_state)
         cloudpickle.register_pickle_by_value(timing)
+        cloudpickle.register_pickle_by_value(reports)
         if spec.cache:  # the inputs' HashMethod(content_hash) is part of the task's interface
             cloudpickle.register_pickle_by_value(sys.modules[__name__])
             cloudpickle.register_pickle_by_value(cache_key)
-        module_globals["flyte_dask_extra"] = collector(VERSIONS_OUTPUT)
+        # The job runner also makes the run's performance report, from the session's start.
+        recorder = reports.RemoteRecorder(
+            PERFORMANCE_REPORT_OUTPUT, program.body, runtime.start, collector(VERSIONS_OUTPUT)
+        )
+        module_globals["flyte_dask_start"] = recorder.start
+        module_globals["flyte_dask_extra"] = recorder.outputs
     for module in program.modules:
         module_globals[module.name] = _import(module.module)
     exec(compile(_function_ast(program, params, filename), filename, "exec"), module_globals)

@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 from flyte_admin.fixtures import admin, flyte_admin  # noqa: F401 - Flyte Admin stand-in (test double)
+from lab_server import lab  # noqa: F401 - a real jupyter lab server, for the browser tests
 
 # A private temp dir for this test session (and the processes it starts), so the leak check
 # below sees only this session's scratch dirs, not those of other runs on the same machine.
@@ -22,15 +23,28 @@ atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
 
 
 def _children() -> set[int]:
-    """Child processes, except multiprocessing's resource tracker (one per process, by design)."""
+    """Child processes, except multiprocessing's resource tracker (one per process, by design)
+    and the helper processes (renderers, say) that the browser tests' chromium starts and keeps
+    for itself as it sees fit."""
     pids = set()
     for child in psutil.Process().children(recursive=True):
         try:
-            if "resource_tracker" not in " ".join(child.cmdline()):
+            command = " ".join(child.cmdline())
+            if "resource_tracker" not in command and "chromium --type=" not in command:
                 pids.add(child.pid)
         except psutil.NoSuchProcess:
             pass
     return pids
+
+
+def _described(pids: set[int]) -> list[str]:
+    described = []
+    for pid in sorted(pids):
+        try:
+            described.append(f"{pid}: {' '.join(psutil.Process(pid).cmdline())[:200]}")
+        except psutil.NoSuchProcess:
+            described.append(f"{pid}: (ended)")
+    return described
 
 
 def _scratch_dirs() -> set[str]:
@@ -46,7 +60,7 @@ def no_leaks() -> Iterator[None]:
     while _children() - children and time.monotonic() < deadline:
         time.sleep(0.1)
     leaked = _children() - children
-    assert not leaked, f"child processes left running: {leaked}"
+    assert not leaked, f"child processes left running: {_described(leaked)}"
     assert not (_scratch_dirs() - dirs), "scratch directories left behind"
     assert "DASK_SCHEDULER_ADDRESS" not in os.environ
     import sys

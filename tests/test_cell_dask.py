@@ -163,11 +163,13 @@ cluster = LocalCluster(n_workers=3)
 b = len(Client(cluster).scheduler_info()["workers"])
 c = len(Client("tcp://10.1.2.3:8786").scheduler_info()["workers"])
 links = {client.dashboard_link, cluster.dashboard_link, client.cluster.dashboard_link}
+import IPython  # the run's own link, while its cluster is up (it is gone when the cell ends)
+live = IPython.get_ipython().magics_manager.registry["FlyteDaskMagics"].runs[-1].dashboard_link
 """,
         "--workers 2",
     )
     assert (shell.user_ns["a"], shell.user_ns["b"], shell.user_ns["c"]) == (2, 2, 2)
-    assert shell.user_ns["links"] == {last_run(shell).dashboard_link}
+    assert shell.user_ns["links"] == {shell.user_ns["live"]} and shell.user_ns["live"]
     notes = "\n".join(last_run(shell).notes)
     assert "Client(n_workers=4, threads_per_worker=2)" in notes and "--workers 4" in notes
     assert "LocalCluster(n_workers=3) in the cell is this cell's own cluster" in notes

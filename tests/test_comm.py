@@ -87,6 +87,22 @@ def kernel() -> Iterator[Kernel]:
         manager.shutdown_kernel(now=False)
 
 
+BUILT_IN_DEFAULTS = {
+    "workers": "2",
+    "worker-cpu": None,
+    "worker-mem": None,
+    "worker-gpu": None,
+    "scheduler-cpu": None,
+    "scheduler-mem": None,
+    "image": None,
+    "interruptible": False,
+    "cache": False,
+    "remote": False,
+    "project": None,
+    "domain": None,
+}
+
+
 def test_a_kernel_without_the_extension_closes_the_sidebars_comm(kernel: Kernel) -> None:
     comm_id = kernel.open_comm({"type": "hello", "request_id": "h0"})
     kernel.wait_for(lambda m: m["msg_type"] == "comm_close" and m["content"]["comm_id"] == comm_id)
@@ -111,9 +127,16 @@ def test_load_announce_request_reply_and_pushes(kernel: Kernel) -> None:
     sidebar = kernel.open_comm({"type": "hello", "request_id": "h1"})
     hello = kernel.reply_on(sidebar, "h1")
     assert hello["type"] == "hello" and hello["protocol"] == PROTOCOL
+    # The kernel's defaults come along, for the sidebar's placeholders.
+    assert hello["defaults"] == BUILT_IN_DEFAULTS
 
     kernel.send(sidebar, {"type": "runs", "request_id": "r1"})
-    assert kernel.reply_on(sidebar, "r1") == {"type": "runs", "request_id": "r1", "runs": []}
+    assert kernel.reply_on(sidebar, "r1") == {
+        "type": "runs",
+        "request_id": "r1",
+        "runs": [],
+        "defaults": BUILT_IN_DEFAULTS,
+    }
 
     kernel.send(sidebar, {"type": "bogus", "request_id": "b1"})
     error = kernel.reply_on(sidebar, "b1")
@@ -156,3 +179,43 @@ def test_load_announce_request_reply_and_pushes(kernel: Kernel) -> None:
         if m["msg_type"] == "comm_msg" and m["content"]["data"].get("request_id") == "r3"
     ]
     assert len(answers) == 1
+
+
+def test_the_sidebar_is_told_when_the_kernel_defaults_change(kernel: Kernel) -> None:
+    assert kernel.execute("%load_ext dask_flyte_jupyter")["content"]["status"] == "ok"
+    sidebar = kernel.open_comm({"type": "hello", "request_id": "h1"})
+    assert kernel.reply_on(sidebar, "h1")["defaults"]["workers"] == "2"
+
+    reply = kernel.execute("%flyte_dask_config --workers 1 --worker-mem 3Gi --interruptible")
+    assert reply["content"]["status"] == "ok"
+    pushed = [
+        m["content"]["data"]
+        for m in kernel.seen
+        if m["msg_type"] == "comm_msg"
+        and m["content"]["comm_id"] == sidebar
+        and m["content"]["data"].get("type") == "defaults"
+    ]
+    assert pushed, "no defaults pushed after %flyte_dask_config"
+    assert pushed[-1]["request_id"] is None
+    expected = {
+        **BUILT_IN_DEFAULTS,
+        "workers": "1",
+        "worker-mem": "3Gi",
+        "interruptible": True,
+    }
+    assert pushed[-1]["defaults"] == expected
+    kernel.send(sidebar, {"type": "runs", "request_id": "r1"})
+    assert kernel.reply_on(sidebar, "r1")["defaults"] == expected
+
+    # After a reload (new magics, built-in defaults), the new defaults are followed, once.
+    kernel.execute("%reload_ext dask_flyte_jupyter")
+    before = len(kernel.seen)
+    kernel.execute("%flyte_dask_config --workers 3")
+    after = [
+        m["content"]["data"]
+        for m in kernel.seen[before:]
+        if m["msg_type"] == "comm_msg"
+        and m["content"]["comm_id"] == sidebar
+        and m["content"]["data"].get("type") == "defaults"
+    ]
+    assert [p["defaults"] for p in after] == [{**BUILT_IN_DEFAULTS, "workers": "3"}]

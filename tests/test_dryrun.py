@@ -32,6 +32,7 @@ from dask_flyte_jupyter.manifest import build_manifest, validate_manifest
 from dask_flyte_jupyter.registration import UPLOADED_CODE
 from dask_flyte_jupyter.spec import spec_from_options
 
+ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).parent / "golden" / "dryrun_increment.yaml"
 INCREMENT_LINE = "--workers 4 --worker-cpu 8 --worker-mem 32Gi --scheduler-cpu 2"
 KERNEL = (sys.version_info.major, sys.version_info.minor)
@@ -123,6 +124,7 @@ def test_types_are_readable() -> None:
         "label": "str",
         "flyte_dask_report": "str",
         "flyte_dask_versions": "str",  # the parity report a remote run brings back
+        "flyte_dask_performance_report": "FlyteFile | None",  # its dask performance report
     }
 
 
@@ -387,3 +389,41 @@ def test_bad_pod_template_or_accelerator_is_one_clear_error(
 ) -> None:
     with pytest.raises(UsageError, match=re.escape(message)):
         shell.run_cell_magic("flyte_dask", f"{line} --dry-run", "x = 1\n")
+
+
+def test_the_table_shows_the_users_outputs_only(namespace: dict[str, Any]) -> None:
+    cell = INCREMENT.replace("sum(result)", "total = sum(result)\ntotal")
+    result = plan("--workers 2", cell, namespace)
+    rows = dict(result.rows())
+    assert "flyte_dask" not in rows["outputs"] and "flyte_dask" not in rows["inputs"]
+    assert "client" not in rows["outputs"].split(", ")[0]  # a real run drops the client
+    assert not any(o.startswith("client:") for o in rows["outputs"].split(", "))
+    assert "result: pickle (FlytePickle)" in rows["outputs"]
+    assert "(last expression): " in rows["outputs"]
+    assert rows["not kept"].startswith("client ")
+    shown = result.as_text() + result.as_html()
+    assert "flyte_dask_report" not in shown and "flyte_dask_value" not in shown
+    assert "flyte_dask_versions" not in shown
+
+
+def test_dask_handles_are_read_from_the_code() -> None:
+    from dask_flyte_jupyter.dryrun import dask_handles
+
+    cell = (
+        "import distributed\nc = distributed.Client()\nfrom distributed import get_client\n"
+        "g = get_client()\nwith LocalCluster() as cluster:\n    pass\nx = compute()\n"
+    )
+    assert dask_handles(cell) == {"c", "g", "cluster"}
+
+
+def test_the_warning_box_uses_the_themes_colours(namespace: dict[str, Any]) -> None:
+    result = plan("--workers 2 --image repo/img:py3.9", INCREMENT, namespace)
+    assert result.warnings
+    box = result.as_html().split("flyte-dask-warning", 1)[1].split("</div>", 1)[0]
+    # colours the JupyterLab extension's stylesheet sets per theme (checked in the browser by
+    # test_lab_ui.py), with light fallbacks elsewhere
+    assert "var(--flyte-dask-warning-background, #fff3cd)" in box
+    assert "var(--flyte-dask-warning-color, #212121)" in box
+    assert "var(--jp-warn-color1" in box
+    style = (ROOT / "labextension" / "style" / "base.css").read_text()
+    assert "--flyte-dask-warning-background" in style and "--flyte-dask-warning-color" in style

@@ -231,3 +231,20 @@ def test_fold_repeats_follows_pythons_rule():
         "  c",
     ]
     assert fold_repeats(frames(*"b" * 10))[-1] == "  [Previous line repeated 7 more times]"
+
+
+def test_a_failing_lambda_on_a_worker_shows_the_cells_line_and_no_dask_log(shell, capfd):
+    # capfd: the workers are processes of their own that write to the kernel's stderr
+    cell = (
+        "from distributed import Client\nclient = Client()\n"
+        "values = client.gather(client.map(lambda x: 1/0, range(3)))\n"
+    )
+    with pytest.raises(ZeroDivisionError) as caught:
+        shell.run_cell_magic("flyte_dask", "--workers 1", cell)
+    shown = caught.value._render_traceback_()
+    gather = "    values = client.gather(client.map(lambda x: 1/0, range(3)))"
+    assert shown[1:5] == ["  Cell line 4", gather, "  Cell line 4, in <lambda>", gather]
+    assert not any("dynamic-code" in line for line in shown)
+    captured = capfd.readouterr()
+    assert "Compute Failed" not in captured.out + captured.err
+    assert "distributed.worker" not in captured.out + captured.err

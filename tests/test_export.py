@@ -321,3 +321,20 @@ def test_a_tuple_value_is_returned_as_a_list(shell, tmp_path):
         [sys.executable, str(path)], capture_output=True, text=True, timeout=240, check=True
     )
     assert "pair=[3, 4]" in out.stdout and "value=[3, 4]" in out.stdout
+
+
+def test_export_shows_the_absolute_path_and_a_preview(shell, tmp_path, monkeypatch, capsys):
+    define_inc(shell)
+    monkeypatch.chdir(tmp_path)
+    shell.run_cell_magic("flyte_dask", "--worker-mem 1Gi --export flow.py", INCREMENT)
+    out = capsys.readouterr().out
+    absolute = str((tmp_path / "flow.py").resolve())
+    assert f"exported the cell to flow.py ({absolute})" in out
+    assert f"run it: python {absolute}" in out
+    # the header states the whole shape: the code sets number_of_workers=2, the default
+    assert "%%flyte_dask --workers 2 --worker-mem 1Gi" in out
+    assert "number_of_workers=2" in out and "@task(" in out
+    assert "def cell(" in out
+    assert len(out.splitlines()) < 25  # a preview, not the module
+    source = (tmp_path / "flow.py").read_text()
+    assert "%%flyte_dask --workers 2 --worker-mem 1Gi" in source

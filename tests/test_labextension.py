@@ -5,8 +5,8 @@
 - In headless Chromium (Debian's package; ``make browser`` installs it) against a real
   ``jupyter lab`` server: load the extension in the kernel from the sidebar, pick 3 workers and
   1Gi of worker memory, apply that to a cell, edit and undo, run the cell, and see the result,
-  the cell's report of the run and the live run list. The sidebar's screenshot is saved to
-  ``docs/sidebar.png`` for the README.
+  the cell's report of the run and the live run list. (The README's screenshots come from
+  ``test_lab_ui.py``.)
 """
 
 from __future__ import annotations
@@ -14,31 +14,20 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import nbformat
 import pytest
+from lab_server import CHROMIUM, CHROMIUM_ARGS, Lab, _get
 
 import dask_flyte_jupyter
 
 ROOT = Path(__file__).resolve().parent.parent
 LABEXT_NAME = "dask-flyte-jupyter"
-CHROMIUM = "/usr/bin/chromium"
-SCREENSHOT = ROOT / "docs" / "sidebar.png"
-#: The whole JupyterLab window with the finished run, for the README.
-WINDOW_SCREENSHOT = ROOT / "docs" / "jupyterlab.png"
 BIN = Path(sys.executable).parent
 
 
@@ -97,8 +86,13 @@ def test_wheel_from_a_clean_tree_carries_the_built_extension(tmp_path: Path) -> 
     assert prefix + f"schemas/{LABEXT_NAME}/plugin.json" in names
     assert built["version"] == dask_flyte_jupyter.__version__
     assert built["jupyterlab"]["_build"]["load"].startswith("static/remoteEntry.")
-    # No server part: nothing under etc/jupyter (see test_server_routes.py).
-    assert not [n for n in names if "/data/etc/jupyter/" in n]
+    # The server part (test_server_routes.py): exactly its config, which enables it.
+    server_config = [n for n in names if "/data/etc/jupyter/" in n]
+    config = "jupyter_server_config.d/dask_flyte_jupyter.json"
+    assert [n.split("/data/etc/jupyter/", 1)[1] for n in server_config] == [config]
+    with zipfile.ZipFile(wheel) as archive:
+        enabled = json.loads(archive.read(server_config[0]))
+    assert enabled == {"ServerApp": {"jpserver_extensions": {"dask_flyte_jupyter": True}}}
 
     # Installed from that wheel, JupyterLab lists the extension enabled and OK. (The wheel's
     # data files are unpacked as an installer puts them under a prefix; `pip install --prefix`
@@ -141,96 +135,6 @@ BODY = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str, token: str | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(url)
-    if token:
-        request.add_header("Authorization", f"token {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, None
-    except (urllib.error.URLError, ConnectionError):
-        return 0, None  # not listening yet
-
-
-class Lab:
-    def __init__(self, url: str, token: str, root: Path) -> None:
-        self.url, self.token, self.root = url, token, root
-
-    def api(self, method: str, path: str) -> Any:
-        request = urllib.request.Request(f"{self.url}{path}", method=method)
-        request.add_header("Authorization", f"token {self.token}")
-        with urllib.request.urlopen(request, timeout=30) as response:
-            body = response.read()
-            return json.loads(body) if body else None
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    home = tmp_path_factory.mktemp("lab")
-    root = home / "notebooks"
-    settings = home / "settings"
-    apputils = settings / "@jupyterlab" / "apputils-extension"
-    apputils.mkdir(parents=True)
-    # No news or update toasts over the UI.
-    (apputils / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False})
-    )
-    root.mkdir()
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {
-        **os.environ,
-        "JUPYTER_CONFIG_DIR": str(home / "config"),
-        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    log = (home / "server.log").open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            "--no-browser",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={port}",
-            "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={token}",
-            "--ServerApp.allow_root=True",
-            f"--ServerApp.root_dir={root}",
-            f"--LabApp.user_settings_dir={settings}",
-            f"--LabApp.workspaces_dir={home / 'workspaces'}",
-            "--LabApp.extension_manager=readonly",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while _get(f"{url}/api/status", token)[0] != 200:
-            assert server.poll() is None, (home / "server.log").read_text()
-            assert time.monotonic() < deadline, "jupyter lab did not start"
-            time.sleep(0.3)
-        yield Lab(url, token, root)
-    finally:
-        os.killpg(server.pid, signal.SIGINT)  # the server shuts its kernels down
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
-
-
 def test_the_test_server_refuses_requests_without_the_token(lab: Lab) -> None:
     assert _get(f"{lab.url}/api/contents")[0] == 403
     assert _get(f"{lab.url}/api/contents", lab.token)[0] == 200
@@ -247,7 +151,7 @@ RECORDER = """
   new MutationObserver(() => {
     const run = sidebar.querySelector('.jp-FlyteDask-run');
     note(window.__flyteDask.statuses, run && run.getAttribute('data-status'));
-    const output = notebook.querySelector('.jp-Cell .jp-OutputArea');
+    const output = notebook.querySelectorAll('.jp-Cell .jp-OutputArea')[1];
     note(window.__flyteDask.outputs, output && output.innerText.trim());
   }).observe(document.body, {subtree: true, childList: true, attributes: true,
                              characterData: true});
@@ -288,15 +192,7 @@ def test_sidebar_picks_resources_applies_runs_and_lists_the_run(lab: Lab) -> Non
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
+            args=CHROMIUM_ARGS,
         )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 950})
@@ -308,11 +204,19 @@ def test_sidebar_picks_resources_applies_runs_and_lists_the_run(lab: Lab) -> Non
             page.click(".lm-TabBar-tab[data-id='flyte-dask-sidebar']")
             sidebar = page.locator("#flyte-dask-sidebar")
             load = sidebar.locator("button[data-action='load']")
+            run_button = sidebar.locator("button[data-action='run']")
+            expect(run_button).to_be_disabled()  # the kernel cannot run %%flyte_dask yet
             load.click()
             expect(sidebar.get_by_text("No %%flyte_dask runs in this kernel yet.")).to_be_visible()
 
             # The active cell has no line yet: pick resources; a bad value is refused at once.
-            page.locator(".jp-Cell .cm-content").first.click()
+            # Loading it also put the %load_ext line into the notebook, so Run All works after
+            # a restart; the cell that was there is now the second.
+            cells = page.locator(".jp-Cell .cm-content")
+            expect(cells).to_have_count(2)
+            expect(cells.first).to_have_text("%load_ext dask_flyte_jupyter")
+            expect(run_button).to_be_enabled()
+            cells.nth(1).click()
             expect(sidebar.locator("[data-role='pending-line']")).to_have_text("%%flyte_dask")
             sidebar.locator("input[data-flag='workers']").fill("3")
             sidebar.locator("input[data-flag='worker-mem']").fill("1GB")
@@ -326,7 +230,7 @@ def test_sidebar_picks_resources_applies_runs_and_lists_the_run(lab: Lab) -> Non
                 "%%flyte_dask --workers 3 --worker-mem 1Gi"
             )
             sidebar.locator("button[data-action='apply']").click()
-            editor = page.locator(".jp-Cell .cm-content").first
+            editor = cells.nth(1)
             expect(editor).to_contain_text("%%flyte_dask --workers 3 --worker-mem 1Gi")
             expect(editor).to_contain_text("sum(result)")
             expect(sidebar.locator("[data-role='active-line']")).to_have_text(
@@ -353,7 +257,7 @@ def test_sidebar_picks_resources_applies_runs_and_lists_the_run(lab: Lab) -> Non
             assert name
             expect(run).to_contain_text("3 workers")
             expect(run).to_contain_text("cache off")
-            output = page.locator(".jp-Cell .jp-OutputArea").first.inner_text()
+            output = page.locator(".jp-Cell .jp-OutputArea").nth(1).inner_text()
             assert "55" in output
             assert name in output or "flyte_dask" in output, output
             seen = page.evaluate("window.__flyteDask")
@@ -367,17 +271,6 @@ def test_sidebar_picks_resources_applies_runs_and_lists_the_run(lab: Lab) -> Non
             busy = page.evaluate(QUIET_CHECK)
             assert busy <= 1, f"the kernel went busy {busy} times in 3 s with nothing to run"
 
-            # Widen the left area a little for the picture, as a user would.
-            handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first
-            box = handle.bounding_box()
-            if box is not None:
-                page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-                page.mouse.down()
-                page.mouse.move(box["x"] + 120, box["y"] + box["height"] / 2, steps=5)
-                page.mouse.up()
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            sidebar.screenshot(path=str(SCREENSHOT))
-            page.screenshot(path=str(WINDOW_SCREENSHOT))
         finally:
             browser.close()
             for session in lab.api("GET", "/api/sessions"):

@@ -85,17 +85,27 @@ def test_the_shown_line_parses_back_to_the_same_spec():
         ("cache-version", "v1", {"cache-version": "v1"}),  # without --cache
     ],
 )
-def test_invalid_input_shows_the_spec_message_and_keeps_the_last_valid_value(flag, bad, options):
+def test_invalid_input_is_marked_and_gives_no_line(flag, bad, options):
     picker = ResourcePicker(spec_from_options({"workers": 3, "worker-mem": "1Gi"}))
     before = picker.value
-    line = picker.magic_line
+    assert picker.valid and picker.magic_line
     picker.fields[flag].value = bad  # never raises
     message = spec_error(options)
     assert picker.errors == {flag: message}
     assert html.escape(message) in shown_next_to(picker, flag)
-    assert picker.value == before and picker.magic_line == line
+    # not silently the old value: marked invalid, no line to copy, the field framed in red
+    assert not picker.valid and picker.magic_line == ""
+    assert f"not valid: fix --{flag}" in picker._line.value
+    assert "flyte-dask-invalid" in picker.fields[flag]._dom_classes
+    # the last valid spec stays the value: bound kernel defaults never take an invalid one
+    assert picker.value == before
     # every other field still shows nothing
     assert all(not shown_next_to(picker, f) for f in picker.fields if f != flag)
+    assert all(
+        "flyte-dask-invalid" not in picker.fields[f]._dom_classes
+        for f in picker.fields
+        if f != flag
+    )
 
 
 def test_fixing_the_field_clears_the_message_and_updates_the_value():
@@ -238,3 +248,27 @@ def test_closing_a_bound_picker_unbinds_it():
 )
 def test_request_summary(options, summary):
     assert request_summary(spec_from_options(options)) == summary
+
+
+def test_fixing_an_invalid_field_gives_the_line_back():
+    picker = ResourcePicker()
+    picker.fields["worker-mem"].value = "32Gx"
+    assert not picker.valid
+    picker.fields["worker-mem"].value = "32Gi"
+    assert picker.valid and "--worker-mem 32Gi" in picker.magic_line
+    assert "flyte-dask-invalid" not in picker.fields["worker-mem"]._dom_classes
+    assert picker.value.workers.mem == "32Gi"
+
+
+def test_fields_are_wide_enough_for_their_placeholders_and_aligned():
+    picker = ResourcePicker()
+    label = 130  # px, the description column every field shares
+    for flag, field in picker.fields.items():
+        assert field.style.description_width == f"{label}px", flag
+        assert field.layout.width == "340px", flag
+        placeholder = getattr(field, "placeholder", "") or ""
+        # about 7px a character in JupyterLab's UI font, plus the input's padding
+        assert len(placeholder) * 7 + 16 <= 340 - label, (flag, placeholder)
+    for flag in ("interruptible", "cache"):
+        assert picker.fields[flag].indent  # the box lines up with the inputs
+    assert [label for label, _ in picker._target.options] == ["local", "remote"]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
 import time
+from datetime import datetime
 
 import pytest
 from IPython.core.error import UsageError
 from shell_helpers import interrupt_when_running, magics
 
 from dask_flyte_jupyter.display import QuietView, TextView, WidgetView
+from dask_flyte_jupyter.run import report_anchor
 
 SUCCESS = ["packaging", "starting cluster", "running", "stopping cluster", "gathering results"]
 
@@ -31,7 +35,7 @@ def test_widget_view_of_a_successful_run_counts_every_task(shell, widget_mode):
     assert run.tasks.total == 500 and run.tasks.done == 500
     assert (view.bar.max, view.bar.value) == (500, 500)
     assert "500/500 done" in view.tasks.value
-    assert run.dashboard_link in view.header.value
+    assert "dask dashboard" not in view.header.value  # its cluster is gone (test_reports.py)
     summary = run.summary_text()
     assert "500 of 500 done" in summary and "values: list (len 500)" in summary
 
@@ -183,7 +187,7 @@ def test_status_counts_workers_while_the_cluster_starts():
     assert _status_text(handle) == "running"
 
 
-def test_summary_shows_sizes_and_a_clickable_dashboard(shell):
+def test_summary_shows_sizes_and_a_clickable_report(shell):
     shell.run_cell_magic(
         "flyte_dask",
         "--workers 2 --out run",
@@ -193,12 +197,200 @@ def test_summary_shows_sizes_and_a_clickable_dashboard(shell):
     run = shell.user_ns["run"]
     assert run.workers == (2, 2)
     assert "grid: ndarray (10 x 20, 1.6 KiB)" in run.summary_text()
-    assert f"<a href='{run.dashboard_link}'" in run.summary_html()
+    # the ended run links its saved report, not the dashboard of a cluster that is gone
+    assert run.dashboard_link is None and "dask dashboard" not in run.summary_html()
+    assert report_anchor(run.report_path) in run.summary_html()
 
 
 def test_requested_shape_always_names_the_worker_count():
     from dask_flyte_jupyter.run import requested_text
     from dask_flyte_jupyter.spec import spec_from_options
 
-    assert requested_text(spec_from_options({"worker-mem": "1Gi"})) == "2 workers --worker-mem 1Gi"
-    assert requested_text(spec_from_options({"workers": 1, "cache": True})) == "1 worker --cache"
+    words = requested_text(spec_from_options({"worker-mem": "1Gi"}))
+    assert words == "2 workers, 1Gi memory per worker"
+    assert requested_text(spec_from_options({"workers": 1, "cache": True})) == "1 worker, cached"
+    every = spec_from_options(
+        {
+            "workers": 3,
+            "worker-cpu": "500m",
+            "worker-gpu": 1,
+            "scheduler-cpu": "2",
+            "scheduler-mem": "2Gi",
+            "interruptible": True,
+            "image": "img:1",
+        }
+    )
+    assert requested_text(every) == (
+        "3 workers, 500m CPU per worker, 1 GPU per worker, scheduler 2 CPU and 2Gi memory, "
+        "interruptible workers, image img:1"
+    )
+    assert "--" not in requested_text(every)
+
+
+SCALED_DOWN = "--workers 1 --worker-cpu 64"  # more threads than any test machine has cores
+
+
+def test_notes_are_not_stderr_and_show_once_in_text_mode(shell, capsys, monkeypatch):
+    monkeypatch.setenv("FLYTE_DASK_PROGRESS", "text")
+    shell.run_cell_magic("flyte_dask", f"{SCALED_DOWN} --out run", "x = 5\n")
+    run = shell.user_ns["run"]
+    assert run.notes, "the request was not scaled down"
+    out, err = capsys.readouterr()
+    assert "flyte_dask" not in err
+    for note in run.notes:
+        assert out.count(note) == 1, out
+    assert out.index(f"flyte_dask: note: {run.notes[0]}") < out.index("status: succeeded")
+
+
+def test_notes_show_in_the_live_view_then_once_in_the_summary(shell, capsys, widget_mode):
+    published: list[dict] = []
+    publish = shell.display_pub.publish  # IPython's: records what the cell output gets
+
+    def record(data, **kwargs):
+        published.append(data)
+        return publish(data, **kwargs)
+
+    shell.display_pub.publish = record
+    try:
+        shell.run_cell_magic("flyte_dask", f"{SCALED_DOWN} --out run", "x = 5\n")
+    finally:
+        shell.display_pub.publish = publish
+    run = shell.user_ns["run"]
+    note = run.notes[0]
+    assert note in run.view.notes.value  # the live view showed it
+    assert note not in capsys.readouterr().err
+    summary = published[-1]  # replaces the live view
+    assert summary["text/plain"].count(note) == 1 and summary["text/html"].count(note) == 1
+
+
+FIRST_OUTPUT = """
+import json, sys, time
+from IPython.core.interactiveshell import InteractiveShell
+
+shell = InteractiveShell.instance()
+shell.run_line_magic("load_ext", "dask_flyte_jupyter")
+seen = []
+publish = shell.display_pub.publish
+
+def record(data, **kwargs):
+    seen.append((time.perf_counter(), "flytekit" in sys.modules))
+    return publish(data, **kwargs)
+
+shell.display_pub.publish = record
+started = time.perf_counter()
+shell.run_cell_magic("flyte_dask", "--workers 1", "x = 1\\n")
+print(json.dumps({"started": started, "seen": seen, "ended": time.perf_counter()}))
+"""
+
+
+def test_the_live_view_shows_before_flytekit_is_imported_and_the_task_built():
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FLYTE_DASK_PROGRESS": "widget"}
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_OUTPUT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    timing = json.loads(done.stdout.strip().splitlines()[-1])
+    first_at, flytekit_loaded = timing["seen"][0]
+    assert not flytekit_loaded  # shown before the slow steps: importing flytekit, the build
+    waited = first_at - timing["started"]
+    print(f"first output after {waited:.2f}s of a {timing['ended'] - timing['started']:.1f}s run")
+    assert waited < 1.5
+
+
+def test_two_runs_of_one_cell_are_told_apart(shell, widget_mode):
+    for out in ("first", "second"):
+        shell.run_cell_magic("flyte_dask", f"--workers 1 --out {out}", "x = 5\n")
+    first, second = shell.user_ns["first"], shell.user_ns["second"]
+    assert first.name == second.name
+    assert second.run_number == first.run_number + 1
+    records = [first.to_record(), second.to_record()]
+    assert records[0]["label"] != records[1]["label"]
+    assert records[1]["label"].startswith(f"{second.name} · run {second.run_number} · ")
+    assert records[1]["run_number"] == len(magics(shell).runs)
+    datetime.fromisoformat(records[1]["started"])  # stays ISO: the sidebar parses it
+    assert second.label in dict(second.summary_rows())["task"]
+    assert second.label in second.view.header.value
+
+
+def test_an_interrupted_run_says_what_happened(shell, widget_mode):
+    interrupt_when_running(shell)
+    with pytest.raises(KeyboardInterrupt):
+        shell.run_cell_magic("flyte_dask", "--workers 1", "import time\ntime.sleep(60)\n")
+    record = magics(shell).runs[-1].to_record()
+    assert record["error"] == (
+        "interrupted (KeyboardInterrupt) while running; the cluster was shut down"
+    )
+    table = shell.run_line_magic("flyte_dask_runs", "")
+    assert "interrupted (KeyboardInterrupt) while running" in table.text()
+
+
+def test_run_table_is_newest_first_with_local_times_and_errors(shell):
+    shell.run_cell_magic("flyte_dask", "--workers 1 --name older_run", "x = 1\n")
+    with pytest.raises(ZeroDivisionError):
+        shell.run_cell_magic("flyte_dask", "--workers 1 --name newer_run", "y = 1/0\n")
+    table = shell.run_line_magic("flyte_dask_runs", "")
+    text, html = table.text(), table.html()
+    assert text.index("newer_run") < text.index("older_run")
+    header = text.splitlines()[0].split()
+    assert "error" in header
+    newest = table.rows[0]
+    assert newest[header.index("error")] == "ZeroDivisionError: division by zero"
+    assert re.fullmatch(r"\d\d:\d\d:\d\d", newest[header.index("started")])  # today
+    assert "T" not in newest[header.index("started")]
+    assert "text-align: left" in html and "<th style='text-align: left" in html
+
+
+def test_start_times_of_other_days_show_the_date():
+    from datetime import date
+
+    from dask_flyte_jupyter.display import started_text
+
+    started = datetime(2026, 11, 30, 15, 30, 12)
+    assert started_text(started, today=date(2026, 11, 30)) == "15:30:12"
+    assert started_text(started, today=date(2026, 12, 1)) == "2026-11-30 15:30:12"
+
+
+def test_no_empty_bar_while_the_cluster_starts(shell):
+    from dask_flyte_jupyter.run import RunHandle, TaskCounts
+    from dask_flyte_jupyter.spec import ClusterSpec
+
+    handle = RunHandle(name="t", spec=ClusterSpec(), run_number=2)
+    handle.begin("starting cluster")
+    handle.workers = (1, 2)
+    view = WidgetView()
+    try:
+        view.render(handle)
+        assert view.bar.layout.display == "none"  # hidden: no tasks yet
+        assert "starting cluster (workers up 1/2)" in view.header.value
+        assert handle.label in view.header.value
+        handle.begin("running")
+        handle.task_source = lambda: TaskCounts(total=4, done=1, processing=3)
+        view.render(handle)
+        assert view.bar.layout.display == "" and (view.bar.value, view.bar.max) == (1, 4)
+    finally:
+        view.widget.close()
+
+
+def test_a_run_that_cannot_start_leaves_no_live_view(shell, widget_mode):
+    published: list[tuple[dict, dict]] = []
+    publish = shell.display_pub.publish
+
+    def record(data, **kwargs):
+        published.append((data, kwargs))
+        return publish(data, **kwargs)
+
+    shell.display_pub.publish = record
+    runs = len(magics(shell).runs)
+    try:
+        with pytest.raises(UsageError, match="cannot build the task"):
+            shell.run_cell_magic("flyte_dask", "--workers 1", "flyte_dask_value = 1\n")
+    finally:
+        shell.display_pub.publish = publish
+    assert len(magics(shell).runs) == runs  # not recorded: it never started
+    (first, _), (last, options) = published[0], published[-1]
+    assert "application/vnd.jupyter.widget-view+json" in first  # shown at once
+    assert last == {"text/plain": ""} and options.get("update")  # then taken back

@@ -102,6 +102,9 @@ def test_an_unchanged_cell_with_equal_inputs_is_a_cache_hit_without_a_cluster(
     assert "cache: hit" in summary and "status: cached" in summary
     assert not CLUSTER_PHASES & set(second.phases), second.phases
     assert second.shape is None and "used:" not in summary  # no cluster was used
+    # no cluster, so no report of its own (the cached one is the first run's) and no link
+    assert first.report_path is not None and second.report_path is None
+    assert second.to_record()["report"] is None and "report:" not in summary
     assert first.shape is not None and "used:" in first.summary_text()
     assert second.details["cached from"].startswith(f"execution {source.id.project}/")
     assert source.name in second.details["cached from"]

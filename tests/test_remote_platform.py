@@ -92,7 +92,7 @@ def test_platform_limits_are_read_from_admin_and_shown_before_the_run(shell, sta
         f"the platform's limits lower the dask-worker's cpu 8 → 2, memory 32Gi → 1Gi ({source})"
         in run.notes
     )
-    assert dict(run.summary_rows())["used"] == "2 workers x 2 threads, 1.00 GiB each"
+    assert dict(run.summary_rows())["used"] == "2 workers × 2 threads, 1 GiB each"
     assert run.details["cluster"].startswith("2 workers × --nthreads 2 --memory-limit 1Gi")
     # the workers really got the clamped shape
     assert shell.user_ns["threads"] == [2, 2]

@@ -132,7 +132,7 @@ def test_summary_record_and_repr_of_a_run_with_hostile_outputs(lazy_frame, loads
     text = handle.summary_text()
     assert "h: Hostile" in text and "df: dask DataFrame" in text
     assert "df: dask DataFrame" in handle.summary_html()
-    assert handle.to_record()["outputs"] == {"h": "Hostile", "df": "DataFrame"}
+    assert handle.to_record()["outputs"] == {"h": "Hostile", "df": "dask DataFrame"}
     assert "Hostile" not in repr(handle)  # the handle's repr shows no user object
     assert loads == []
 
@@ -173,3 +173,24 @@ lazy = dd.from_delayed([dask.delayed(load)(i) for i in range(3)], meta=meta)
     text = run.summary_text()
     assert "lazy: dask DataFrame (3 partitions, divisions unknown, 1 column)" in text
     assert type(shell.user_ns["lazy"]).__name__ == "DataFrame"
+
+
+def test_the_record_names_dask_collections_as_dask_types():
+    handle = RunHandle(name="t", spec=ClusterSpec())
+    frame = dd.from_pandas(pd.DataFrame({"a": range(1000)}), npartitions=4)
+    handle.outputs = {
+        "frame": frame,
+        "array": da.ones((10, 10), chunks=5),
+        "bag": db.from_sequence(range(4), npartitions=2),
+        "plain": frame.head(3, compute=False).compute(),  # a pandas DataFrame
+    }
+    handle.finish("succeeded")
+    assert handle.to_record()["outputs"] == {
+        "frame": "dask DataFrame",
+        "array": "dask Array",
+        "bag": "dask Bag",
+        "plain": "DataFrame",
+    }
+    assert "frame: dask DataFrame (4 partitions, divisions known, 1 column)" in (
+        handle.summary_text()
+    )

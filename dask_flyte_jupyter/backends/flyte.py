@@ -29,6 +29,7 @@ import linecache
 import os
 import pathlib
 import re
+import shutil
 import sys
 import textwrap
 import time
@@ -39,9 +40,9 @@ from typing import Any
 
 from ..cell import CellProgram
 from ..errors import fold_repeats, unsent_output_text
-from ..run import RunHandle
+from ..run import RunHandle, record_run
 from ..spec import ClusterSpec, WorkerSpec
-from ..task import VERSIONS_OUTPUT, CellTask, build_task, quiet_flytekit
+from ..task import PERFORMANCE_REPORT_OUTPUT, VERSIONS_OUTPUT, CellTask, build_task, quiet_flytekit
 
 #: Seconds every call may take while connecting: an unreachable endpoint fails this fast.
 CONNECT_DEADLINE = 5.0
@@ -770,6 +771,7 @@ class FlyteBackend:
                 if python_type is None:
                     continue
                 values[name] = TypeEngine.to_python_value(ctx, literal, python_type)
+            self._save_report(values.pop(PERFORMANCE_REPORT_OUTPUT, None), handle)
         versions = values.pop(VERSIONS_OUTPUT, None)
         if versions:
             report = ParityReport.from_output(versions)
@@ -778,6 +780,25 @@ class FlyteBackend:
             for note in report.notes():
                 handle.note(note)
         return values
+
+    def _save_report(self, report: Any, handle: RunHandle) -> None:
+        """Downloads the performance report the job runner made into ``.flyte_dask/``, as a
+        local run's (``reports.py``). A cache hit ran no cluster: its report is an earlier
+        run's, not linked."""
+        from ..reports import new_report_path
+
+        if report is None or handle.cache_hit:
+            return
+        file, relative = new_report_path(handle.name, handle.started_at, handle.run_number)
+        try:
+            downloaded = report.download()
+            shutil.copyfile(downloaded, file)
+            os.unlink(downloaded)  # flytekit's local copy
+        except Exception as error:  # the outputs still come back
+            file.unlink(missing_ok=True)
+            handle.note(f"no performance report: the job runner's could not be downloaded: {error}")
+            return
+        handle.report_path = relative
 
     def _footer(self, handle: RunHandle, what: str) -> list[str]:
         lines = [
@@ -1017,7 +1038,7 @@ def attach_execution(
     handle = RunHandle(name=execution_id, spec=ClusterSpec(), backend=backend.name)
     mode = progress_mode(shell) if progress else "none"
     handle.begin("attaching")
-    magics.runs.append(handle)
+    record_run(magics.runs, handle)
 
     def run() -> dict[str, Any]:
         backend.attach(execution_id, handle)

@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from ..cell import CellProgram
-from ..interrupts import shielded
+from ..interrupts import quiet_abandoned_gathers, shielded
 from ..run import RunHandle
 from ..spec import ClusterSpec, LocalShape, local_shape
 from ..task import META_OUTPUTS, CellTask, build_task
@@ -30,6 +30,12 @@ ADDRESS_VARIABLE = "DASK_SCHEDULER_ADDRESS"
 WORKER_START_TIMEOUT = 120
 #: A worker preload (script text: distributed runs text with spaces as a script).
 IGNORE_INTERRUPTS = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)"
+#: A worker preload: no "Compute Failed" log block from workers; the cell shows the error
+#: readably itself (errors.py).
+QUIET_TASK_ERRORS = (
+    "import logging; logging.getLogger('distributed.worker').addFilter("
+    "lambda record: not str(record.msg).startswith('Compute Failed'))"
+)
 #: Seconds closing a client or the cluster may take (the teardown is shielded from Ctrl-C).
 CLOSE_TIMEOUT = 30
 
@@ -99,7 +105,7 @@ class LocalBackend:
         cleanup = ExitStack()
         try:
             task = cell_task.task
-            task.start_cluster = lambda: _start_cluster(shape, handle, cleanup)
+            task.start_cluster = lambda: _start_cluster(shape, handle, cleanup, cell_task.source)
             task.scratch = lambda path: cleanup.callback(shutil.rmtree, path, ignore_errors=True)
             outputs = task(**inputs)
             handle.cache_hit = handle.dashboard_link is None
@@ -130,8 +136,9 @@ def _cache_enabled() -> bool:
     return bool(LocalConfig.auto().cache_enabled)
 
 
-def _start_cluster(shape: LocalShape, handle: RunHandle, cleanup: ExitStack) -> None:
-    """Starts the dedicated cluster and points ``Client()`` at it until ``cleanup`` closes."""
+def _start_cluster(shape: LocalShape, handle: RunHandle, cleanup: ExitStack, code: str) -> None:
+    """Starts the dedicated cluster and points ``Client()`` at it until ``cleanup`` closes;
+    before closing it, takes the run's performance report of ``code`` (``reports.py``)."""
     import dask
     from distributed import LocalCluster
 
@@ -143,6 +150,7 @@ def _start_cluster(shape: LocalShape, handle: RunHandle, cleanup: ExitStack) -> 
     handle.shape = shape
     for note in shape.notes:
         handle.note(note)
+    quiet_abandoned_gathers()  # an interrupted gather would log a traceback per key
     with shielded():  # an interrupt now would lose the half-started cluster: it waits
         workdir = tempfile.mkdtemp(prefix="flyte-dask-")
         cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
@@ -158,12 +166,14 @@ def _start_cluster(shape: LocalShape, handle: RunHandle, cleanup: ExitStack) -> 
             silence_logs=logging.ERROR,
             # Jupyter interrupts the kernel's whole process group: the workers leave Ctrl-C to
             # the kernel (which closes them) instead of each printing its own traceback.
-            preload=[IGNORE_INTERRUPTS],
+            preload=[IGNORE_INTERRUPTS, QUIET_TASK_ERRORS],
         )
+        cleanup.callback(setattr, handle, "dashboard_link", None)  # no link to a closed cluster
         cleanup.callback(_close_cluster, cluster)
     handle.task_source = watch_cluster(cluster).counts
     handle.dashboard_link = cluster.dashboard_link
     _wait_for_workers(cluster, shape.workers, handle)
+    _record_report(cluster, handle, cleanup, code)
     address = cluster.scheduler_address
     cleanup.enter_context(dask.config.set({"scheduler-address": address}))
     cleanup.callback(_restore_variable, os.environ.get(ADDRESS_VARIABLE))
@@ -184,6 +194,30 @@ def _wait_for_workers(cluster: Any, wanted: int, handle: RunHandle) -> None:
             )
         time.sleep(0.02)
     handle.workers = (wanted, wanted)
+
+
+def _record_report(cluster: Any, handle: RunHandle, cleanup: ExitStack, code: str) -> None:
+    """Records the run's performance report from now until ``cleanup``, which saves it while
+    the cluster is still up (also when the cell failed)."""
+    from ..reports import LocalRecorder, new_report_path
+
+    try:
+        recorder = LocalRecorder(cluster, code)
+    except Exception as error:  # the run goes on without it
+        handle.note(f"no performance report: {error}")
+        return
+
+    def save() -> None:
+        file, relative = new_report_path(handle.name, handle.started_at, handle.run_number)
+        try:
+            recorder.save(cluster, file, handle.label)
+        except Exception as error:
+            file.unlink(missing_ok=True)
+            handle.note(f"no performance report: {error}")
+            return
+        handle.report_path = relative
+
+    cleanup.callback(save)
 
 
 def _restore_variable(previous: str | None) -> None:

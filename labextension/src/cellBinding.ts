@@ -8,6 +8,7 @@ import { ICellModel } from '@jupyterlab/cells';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { ISignal, Signal } from '@lumino/signaling';
 
+import { PANEL_FLAGS } from './fields';
 import {
   formatMagicLine,
   hasMagicLine,
@@ -146,18 +147,4 @@ export class ActiveCellBinding {
   private _lastModel: ICellModel | null = null;
 }
 
-/** The options the panel manages; everything else on the line is left as it is. */
-export const PANEL_FLAGS = [
-  'workers',
-  'worker-cpu',
-  'worker-mem',
-  'worker-gpu',
-  'scheduler-cpu',
-  'scheduler-mem',
-  'image',
-  'interruptible',
-  'cache',
-  'remote',
-  'project',
-  'domain'
-];
+export { PANEL_FLAGS };

@@ -12,10 +12,13 @@ import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
 import { ActiveCellBinding, PANEL_FLAGS } from './cellBinding';
+import { DashboardPanels, interceptDashboardLinks } from './dashboardPanel';
 import { flyteDaskIcon } from './icon';
 import { KernelRuns } from './kernelRuns';
 import { FieldValues, isSwitch, SidebarModel } from './model';
 import { FlyteDaskPanel } from './panel';
+import { IRunRecord } from './protocol';
+import { dirname, interceptReportLinks, recordReportUrl } from './reportLinks';
 
 const PLUGIN_ID = 'dask-flyte-jupyter:plugin';
 
@@ -71,8 +74,49 @@ const plugin: JupyterFrontEndPlugin<void> = {
       return runs;
     };
 
+    // Reports: links in outputs and in the run list open through the server's report route.
+    const baseUrl = app.serviceManager.serverSettings.baseUrl;
+    const notebookDir = (notebook: NotebookPanel) =>
+      dirname(notebook.context.localPath);
+    const notebookOf = (node: Element) =>
+      tracker.find(notebook => notebook.node.contains(node)) ?? null;
+    interceptReportLinks(document.body, {
+      baseUrl,
+      notebookDirOf: node => {
+        const notebook = notebookOf(node);
+        return notebook ? notebookDir(notebook) : null;
+      },
+      open: url => void window.open(url, '_blank', 'noopener')
+    });
+
+    // Dashboards: a live run's panels next to its notebook, from the run list or a link.
+    const dashboards = new DashboardPanels(app, (notebook, report) =>
+      recordReportUrl(baseUrl, notebookDir(notebook), report)
+    );
+    interceptDashboardLinks(document.body, (anchor, dashboard) => {
+      const notebook = notebookOf(anchor);
+      if (!notebook) {
+        return false;
+      }
+      dashboards.open(notebook, runsFor(notebook), dashboard, null);
+      return true;
+    });
+
     const model = new SidebarModel(new ActiveCellBinding(tracker), runsFor);
-    const panel = new FlyteDaskPanel(model);
+    const panel = new FlyteDaskPanel(model, {
+      reportUrl: (run: IRunRecord) => {
+        const notebook = model.binding.panel;
+        return notebook
+          ? recordReportUrl(baseUrl, notebookDir(notebook), run.report)
+          : null;
+      },
+      openDashboard: (run: IRunRecord) => {
+        const notebook = model.binding.panel;
+        if (notebook && run.dashboard) {
+          dashboards.open(notebook, runsFor(notebook), run.dashboard, run);
+        }
+      }
+    });
     panel.id = 'flyte-dask-sidebar';
     panel.title.icon = flyteDaskIcon;
     panel.title.caption = 'Flyte dask';
@@ -93,13 +137,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
     commands.addCommand(CommandIDs.run, {
       label: 'Run the active cell (Flyte dask)',
-      isEnabled: hasCodeCell,
+      isEnabled: () => hasCodeCell() && model.canRun,
       execute: () => model.run()
     });
     commands.addCommand(CommandIDs.load, {
       label: "Load dask_flyte_jupyter in the notebook's kernel",
       isEnabled: () => model.runs?.state === 'not-loaded',
-      execute: () => model.runs?.load()
+      execute: () => model.loadExtension()
     });
     commands.addCommand(CommandIDs.refresh, {
       label: 'Refresh the Flyte dask runs',

@@ -11,6 +11,7 @@ import {
   COMM_TARGET,
   IRunRecord,
   isReply,
+  KernelDefaults,
   LOAD_CODE,
   PROTOCOL,
   Reply
@@ -42,6 +43,14 @@ export class KernelRuns implements IDisposable {
   }
   get runs(): readonly IRunRecord[] {
     return this._runs;
+  }
+  /** The kernel's defaults for a cell without flags (null until it told them). */
+  get defaults(): KernelDefaults | null {
+    return this._defaults;
+  }
+  /** Whether the kernel has the extension loaded, as far as the sidebar knows. */
+  get hasExtension(): boolean {
+    return this._state === 'ready';
   }
   /** What went wrong, for the `error` and `not-loaded` states. */
   get message(): string {
@@ -108,6 +117,7 @@ export class KernelRuns implements IDisposable {
     ) {
       this._closeComm();
       this._runs = [];
+      this._defaults = null;
       this._setState(status === 'dead' ? 'no-kernel' : 'connecting');
       this._restarted = true;
     } else if (status === 'idle' && this._restarted) {
@@ -136,6 +146,7 @@ export class KernelRuns implements IDisposable {
     this._detach();
     this._kernel = kernel;
     this._runs = [];
+    this._defaults = null;
     if (!kernel) {
       this._setState('no-kernel');
       return;
@@ -214,11 +225,17 @@ export class KernelRuns implements IDisposable {
           this._setState('error');
           return;
         }
+        this._defaults = reply.defaults ?? this._defaults;
         this._setState('ready');
         this.refresh();
         return;
       case 'runs':
         this._runs = reply.runs;
+        this._defaults = reply.defaults ?? this._defaults;
+        this._changed.emit();
+        return;
+      case 'defaults':
+        this._defaults = reply.defaults;
         this._changed.emit();
         return;
       case 'error':
@@ -235,6 +252,7 @@ export class KernelRuns implements IDisposable {
   private _changed = new Signal<this, void>(this);
   private _state: ConnectionState = 'no-kernel';
   private _runs: readonly IRunRecord[] = [];
+  private _defaults: KernelDefaults | null = null;
   private _message = '';
   private _kernel: Kernel.IKernelConnection | null = null;
   private _comm: Kernel.IComm | null = null;

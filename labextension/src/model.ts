@@ -5,58 +5,25 @@
 import { NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { ActiveCellBinding, ICellState, PANEL_FLAGS } from './cellBinding';
-import { KernelRuns } from './kernelRuns';
+import { ActiveCellBinding, ICellState } from './cellBinding';
 import {
-  formatMagicLine,
-  formatOption,
-  MagicLineError,
-  Options
-} from './magicLine';
-import { OPTION_BY_FLAG } from './rules';
-import { validateOptions, validateValue } from './validate';
+  FieldEdits,
+  fieldError,
+  FieldValue,
+  FieldValues,
+  isSwitch,
+  PANEL_FLAGS,
+  toOptions,
+  whyNotRun
+} from './fields';
+import { KernelRuns } from './kernelRuns';
+import { insertLoadCell } from './loadCell';
+import { formatMagicLine } from './magicLine';
+import { KernelDefaults } from './protocol';
+import { validateOptions } from './validate';
 
-/** A field's value in the form: text, or on/off for a switch. */
-export type FieldValue = string | boolean;
-export type FieldValues = Record<string, FieldValue>;
-
-/** Flags that only mean something with --remote. */
-const REMOTE_ONLY = ['project', 'domain'];
-
-export function isSwitch(flag: string): boolean {
-  return OPTION_BY_FLAG.get(flag)?.takes_value === false;
-}
-
-/** Form values -> line options: empty text and off switches are left out. */
-export function toOptions(values: FieldValues): Options {
-  const options: Options = {};
-  for (const flag of PANEL_FLAGS) {
-    const value = values[flag];
-    if (value === true) {
-      options[flag] = true;
-    } else if (typeof value === 'string' && value !== '') {
-      if (!(REMOTE_ONLY.includes(flag) && values.remote !== true)) {
-        options[flag] = value;
-      }
-    }
-  }
-  return options;
-}
-
-/** One field's error for a value typed into the form, as the kernel would report it. */
-export function fieldError(flag: string, value: FieldValue): string | null {
-  if (typeof value !== 'string' || value === '') {
-    return null;
-  }
-  try {
-    formatOption(flag, value);
-  } catch (error) {
-    return (error as MagicLineError).message;
-  }
-  return OPTION_BY_FLAG.get(flag)?.spec_field
-    ? validateValue(flag, value)
-    : null;
-}
+export { fieldError, isSwitch, toOptions };
+export type { FieldValue, FieldValues };
 
 export class SidebarModel {
   constructor(
@@ -99,7 +66,7 @@ export class SidebarModel {
             ? value
             : '';
       }
-      return { ...base, ...this._drafts };
+      return { ...base, ...this._edits.drafts };
     }
     return { ...this._defaults, ...this._pending };
   }
@@ -111,7 +78,7 @@ export class SidebarModel {
     let typed: FieldValues;
     if (cell.hasMagic && cell.parsed) {
       Object.assign(errors, validateOptions(cell.parsed.values).byFlag);
-      typed = this._drafts;
+      typed = this._edits.drafts;
     } else {
       Object.assign(errors, validateOptions(toOptions(this.values)).byFlag);
       typed = this.values;
@@ -154,7 +121,7 @@ export class SidebarModel {
     return this.cell.kind === 'code' && Object.keys(this.errors).length === 0;
   }
 
-  /** The user changed a field: rewrite the line when it is valid, else keep it as a draft. */
+  /** The user changed a field: write it to the line when it is valid, else keep it as a draft. */
   setField(flag: string, value: FieldValue): void {
     const cell = this.cell;
     if (!cell.hasMagic) {
@@ -162,57 +129,84 @@ export class SidebarModel {
       this._changed.emit();
       return;
     }
-    if (!this.editable) {
+    if (!this.editable || !cell.parsed) {
       return;
     }
-    const changes: Record<string, string | true | null> = {};
-    if (typeof value === 'boolean') {
-      changes[flag] = value ? true : null;
-      if (flag === 'remote') {
-        for (const other of REMOTE_ONLY) {
-          const text = this.values[other];
-          changes[other] =
-            value && typeof text === 'string' && text !== '' ? text : null;
-        }
-      }
-    } else if (REMOTE_ONLY.includes(flag) && this.values.remote !== true) {
-      this._drafts[flag] = value; // written once --remote is on
-      this._changed.emit();
-      return;
-    } else {
-      changes[flag] = value === '' ? null : value;
-    }
-    const error = typeof value === 'string' ? fieldError(flag, value) : null;
-    if (error === null) {
+    const changes = this._edits.change(
+      flag,
+      value,
+      cell.parsed.values,
+      this.values
+    );
+    if (Object.keys(changes).length) {
       try {
         this.binding.setOptions(changes);
-        delete this._drafts[flag];
-        this._changed.emit();
-        return;
       } catch (err) {
         console.warn(`flyte dask sidebar: ${(err as Error).message}`);
+        this._edits.refused(flag, value);
       }
     }
-    this._drafts[flag] = value;
     this._changed.emit();
+  }
+
+  /** The user left a field. */
+  endField(flag: string): void {
+    this._edits.end(flag);
   }
 
   /** Add the pending line to the active cell (or replace the panel's flags on it). */
   apply(): void {
     if (this.canApply) {
       this.binding.apply(toOptions(this.values));
-      this._drafts = {};
+      this._edits.reset();
       this._pending = {};
       this._changed.emit();
     }
   }
 
+  /** Why Run is disabled, or null when the active cell can run. */
+  get runBlocker(): string | null {
+    return whyNotRun({
+      isCode: this.cell.kind === 'code',
+      hasMagic: this.cell.hasMagic,
+      fieldErrors: Object.keys(this.errors).length,
+      lineError: this.lineError,
+      kernel: this._runs?.state ?? 'no-kernel'
+    });
+  }
+
+  get canRun(): boolean {
+    return this.runBlocker === null;
+  }
+
   /** Run the active cell, as Shift+Enter without moving on. */
   async run(): Promise<void> {
     const panel = this.binding.panel;
-    if (panel && this.cell.kind === 'code') {
+    if (panel && this.canRun) {
       await NotebookActions.run(panel.content, panel.sessionContext);
     }
+  }
+
+  /**
+   * Load the extension in the kernel, and put `%load_ext dask_flyte_jupyter` on top of the
+   * notebook unless a cell loads it already, so that a restarted kernel gets it too.
+   */
+  async loadExtension(): Promise<void> {
+    const panel = this.binding.panel;
+    const runs = this._runs;
+    if (!panel || !runs) {
+      return;
+    }
+    await runs.load();
+    // Only a load that worked is written down (a failed one says why in the run list).
+    if (runs.state !== 'not-loaded' && panel.content.model) {
+      insertLoadCell(panel.content.model.sharedModel);
+    }
+  }
+
+  /** The kernel's defaults for a cell without flags, once it told them. */
+  get kernelDefaults(): KernelDefaults | null {
+    return this._runs?.defaults ?? null;
   }
 
   dispose(): void {
@@ -231,7 +225,9 @@ export class SidebarModel {
     const model = this.binding.panel?.content.activeCell?.model ?? null;
     if (model !== this._cellModel) {
       this._cellModel = model;
-      this._drafts = {};
+      this._edits.reset();
+    } else if (this.cell.parsed) {
+      this._edits.sync(this.cell.parsed.values);
     }
     this._emit();
   }
@@ -242,8 +238,8 @@ export class SidebarModel {
 
   private _changed = new Signal<this, void>(this);
   private _defaults: FieldValues = {};
-  /** Typed into the form for the active cell's line, not (yet) written: invalid, say. */
-  private _drafts: FieldValues = {};
+  /** Typed into the form for the active cell's line, and not (or not yet) written. */
+  private _edits = new FieldEdits();
   /** Typed into the form while the active cell has no line: what "Apply" will write. */
   private _pending: FieldValues = {};
   private _panel: NotebookPanel | null = null;

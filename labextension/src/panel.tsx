@@ -2,15 +2,26 @@
 import { ReactWidget, UseSignal } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
+import { LinePreview } from './components/LinePreview';
 import { ResourceForm } from './components/ResourceForm';
 import { RunList } from './components/RunList';
 import { MAGIC } from './magicLine';
 import { SidebarModel } from './model';
+import { IRunRecord } from './protocol';
+
+/** What the sidebar needs from the rest of JupyterLab. */
+export interface IPanelOptions {
+  /** The route URL of a run's saved report (of the active notebook), or null. */
+  reportUrl: (run: IRunRecord) => string | null;
+  /** Show a live run's dashboard panels next to the active notebook. */
+  openDashboard: (run: IRunRecord) => void;
+}
 
 function CellSection(props: { model: SidebarModel }): JSX.Element {
   const { model } = props;
   const cell = model.cell;
   const lineError = model.lineError;
+  const runBlocker = model.runBlocker;
   let heading: React.ReactNode;
   if (cell.kind === 'none') {
     heading = (
@@ -20,18 +31,14 @@ function CellSection(props: { model: SidebarModel }): JSX.Element {
     heading = (
       <p className="jp-FlyteDask-note">
         Editing the active cell's line:
-        <code className="jp-FlyteDask-line" data-role="active-line">
-          {cell.line}
-        </code>
+        <LinePreview line={cell.line} role="active-line" />
       </p>
     );
   } else {
     heading = (
       <p className="jp-FlyteDask-note">
         The active cell has no {MAGIC} line. Pick resources, then apply:
-        <code className="jp-FlyteDask-line" data-role="pending-line">
-          {model.pendingLine}
-        </code>
+        <LinePreview line={model.pendingLine} role="pending-line" />
       </p>
     );
   }
@@ -50,7 +57,9 @@ function CellSection(props: { model: SidebarModel }): JSX.Element {
         values={model.values}
         errors={model.errors}
         disabled={!model.editable}
+        defaults={model.kernelDefaults}
         onChange={(flag, value) => model.setField(flag, value)}
+        onDone={flag => model.endField(flag)}
       />
       <div className="jp-FlyteDask-actions">
         {!cell.hasMagic && (
@@ -66,18 +75,28 @@ function CellSection(props: { model: SidebarModel }): JSX.Element {
         <button
           className="jp-mod-styled"
           data-action="run"
-          disabled={cell.kind !== 'code'}
+          disabled={!model.canRun}
+          title={runBlocker ?? 'Run the active cell'}
           onClick={() => void model.run()}
         >
           Run
         </button>
       </div>
+      {runBlocker && cell.kind === 'code' && (
+        <p className="jp-FlyteDask-note" data-role="run-hint">
+          {runBlocker}
+        </p>
+      )}
     </section>
   );
 }
 
-function RunsSection(props: { model: SidebarModel }): JSX.Element {
-  const runs = props.model.runs;
+function RunsSection(props: {
+  model: SidebarModel;
+  options: IPanelOptions;
+}): JSX.Element {
+  const { model, options } = props;
+  const runs = model.runs;
   return (
     <section className="jp-FlyteDask-section">
       <h3>
@@ -97,14 +116,19 @@ function RunsSection(props: { model: SidebarModel }): JSX.Element {
         state={runs?.state ?? 'no-kernel'}
         runs={runs?.runs ?? []}
         message={runs?.message ?? ''}
-        onLoad={() => void runs?.load()}
+        onLoad={() => void model.loadExtension()}
+        reportUrl={options.reportUrl}
+        onDashboard={options.openDashboard}
       />
     </section>
   );
 }
 
 export class FlyteDaskPanel extends ReactWidget {
-  constructor(readonly model: SidebarModel) {
+  constructor(
+    readonly model: SidebarModel,
+    private readonly _options: IPanelOptions
+  ) {
     super();
     this.addClass('jp-FlyteDask-panel');
   }
@@ -115,7 +139,7 @@ export class FlyteDaskPanel extends ReactWidget {
         {() => (
           <div className="jp-FlyteDask-body">
             <CellSection model={this.model} />
-            <RunsSection model={this.model} />
+            <RunsSection model={this.model} options={this._options} />
           </div>
         )}
       </UseSignal>

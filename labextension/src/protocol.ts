@@ -26,9 +26,22 @@ export interface IRunRecord {
   cache_hit: boolean;
   outputs: Record<string, string>;
   tasks?: { total: number; done: number; erred: number };
+  /** The live dashboard, only while the run's cluster is up. */
   dashboard: string | null;
   error: string | null;
+  /** The saved performance report, relative to the kernel's working directory. */
+  report?: string | null;
+  /** Tells runs of one cell apart, e.g. "inc-cell · run 3 · 15:30:12". */
+  label?: string;
+  /** 1-based index of the run in this kernel. */
+  run_number?: number;
 }
+
+/**
+ * What a cell without flags gets in this kernel: flag -> value as written on the line, a
+ * switch's on/off, or null when unset. Older kernels send none.
+ */
+export type KernelDefaults = Record<string, string | boolean | null>;
 
 export type Request =
   { type: 'hello'; request_id: string } | { type: 'runs'; request_id: string };
@@ -39,8 +52,15 @@ export type Reply =
       request_id: string | null;
       protocol: number;
       version: string;
+      defaults?: KernelDefaults;
     }
-  | { type: 'runs'; request_id: string | null; runs: IRunRecord[] }
+  | {
+      type: 'runs';
+      request_id: string | null;
+      runs: IRunRecord[];
+      defaults?: KernelDefaults;
+    }
+  | { type: 'defaults'; request_id: null; defaults: KernelDefaults }
   | { type: 'error'; request_id: string | null; message: string };
 
 /** Whether a comm message is one of ours (the kernel side is trusted, but typed at the edge). */
@@ -51,6 +71,10 @@ export function isReply(data: unknown): data is Reply {
   const type = (data as { type?: unknown }).type;
   if (type === 'runs') {
     return Array.isArray((data as { runs?: unknown }).runs);
+  }
+  if (type === 'defaults') {
+    const defaults = (data as { defaults?: unknown }).defaults;
+    return typeof defaults === 'object' && defaults !== null;
   }
   return type === 'hello' || type === 'error';
 }

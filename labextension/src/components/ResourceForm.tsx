@@ -1,35 +1,36 @@
 /** The resource picker: one labelled input per option the sidebar manages. */
 import * as React from 'react';
 
+import { FieldValue, FieldValues, placeholderFor } from '../fields';
+import { KernelDefaults } from '../protocol';
 import { OPTION_BY_FLAG } from '../rules';
-import { FieldValue, FieldValues } from '../model';
 
 export interface IResourceFormProps {
   values: FieldValues;
   errors: Record<string, string>;
   disabled: boolean;
+  /** The kernel's defaults, for the placeholders (null: the built-in ones). */
+  defaults: KernelDefaults | null;
   onChange: (flag: string, value: FieldValue) => void;
+  /** The user left a field. */
+  onDone: (flag: string) => void;
 }
 
 interface ITextField {
   flag: string;
+  /** Short: the label column is narrow. */
   label: string;
-  placeholder?: string;
 }
 
 const WORKER_FIELDS: ITextField[] = [
   { flag: 'workers', label: 'Workers' },
-  {
-    flag: 'worker-cpu',
-    label: 'CPU per worker',
-    placeholder: 'e.g. 2 or 500m'
-  },
-  { flag: 'worker-mem', label: 'Memory per worker', placeholder: 'e.g. 4Gi' },
-  { flag: 'worker-gpu', label: 'GPUs per worker', placeholder: '0' }
+  { flag: 'worker-cpu', label: 'CPU each' },
+  { flag: 'worker-mem', label: 'Memory each' },
+  { flag: 'worker-gpu', label: 'GPUs each' }
 ];
 const SCHEDULER_FIELDS: ITextField[] = [
-  { flag: 'scheduler-cpu', label: 'Scheduler CPU', placeholder: 'e.g. 1' },
-  { flag: 'scheduler-mem', label: 'Scheduler memory', placeholder: 'e.g. 2Gi' }
+  { flag: 'scheduler-cpu', label: 'CPU' },
+  { flag: 'scheduler-mem', label: 'Memory' }
 ];
 
 function TextField(props: {
@@ -37,14 +38,13 @@ function TextField(props: {
   value: FieldValue;
   error?: string;
   disabled: boolean;
+  defaults: KernelDefaults | null;
   onChange: (flag: string, value: FieldValue) => void;
+  onDone: (flag: string) => void;
 }): JSX.Element {
   const { field, error } = props;
   const rule = OPTION_BY_FLAG.get(field.flag);
-  const fallback =
-    rule?.default !== null && rule?.default !== undefined
-      ? String(rule.default)
-      : '';
+  const placeholder = placeholderFor(field.flag, props.defaults);
   const id = `jp-FlyteDask-field-${field.flag}`;
   return (
     <div
@@ -61,15 +61,19 @@ function TextField(props: {
         spellCheck={false}
         disabled={props.disabled}
         value={typeof props.value === 'string' ? props.value : ''}
-        placeholder={
-          field.placeholder ?? (fallback ? `default ${fallback}` : '')
-        }
-        title={`--${field.flag}: ${rule?.help ?? ''}`}
+        placeholder={placeholder}
+        title={`--${field.flag}: ${rule?.help ?? ''} (${placeholder})`}
         aria-invalid={!!error}
+        aria-describedby={error ? `${id}-error` : undefined}
         onChange={event => props.onChange(field.flag, event.target.value)}
+        onBlur={() => props.onDone(field.flag)}
       />
       {error && (
-        <div className="jp-FlyteDask-error" data-error-for={field.flag}>
+        <div
+          className="jp-FlyteDask-error"
+          id={`${id}-error`}
+          data-error-for={field.flag}
+        >
           {error}
         </div>
       )}
@@ -111,7 +115,9 @@ export function ResourceForm(props: IResourceFormProps): JSX.Element {
       value={values[field.flag] ?? ''}
       error={errors[field.flag]}
       disabled={disabled}
+      defaults={props.defaults}
       onChange={onChange}
+      onDone={props.onDone}
     />
   );
   const remote = values.remote === true;
@@ -125,7 +131,7 @@ export function ResourceForm(props: IResourceFormProps): JSX.Element {
         {WORKER_FIELDS.map(text)}
         <Switch
           flag="interruptible"
-          label="Interruptible (spot) workers"
+          label="Interruptible (spot)"
           values={values}
           disabled={disabled}
           onChange={onChange}
@@ -137,11 +143,7 @@ export function ResourceForm(props: IResourceFormProps): JSX.Element {
       </fieldset>
       <fieldset disabled={disabled}>
         <legend>Task</legend>
-        {text({
-          flag: 'image',
-          label: 'Image',
-          placeholder: 'default image'
-        })}
+        {text({ flag: 'image', label: 'Image' })}
         <Switch
           flag="cache"
           label="Cache the task"
@@ -153,7 +155,9 @@ export function ResourceForm(props: IResourceFormProps): JSX.Element {
           className="jp-FlyteDask-target"
           role="radiogroup"
           aria-label="Where to run"
+          title="local: a dask cluster on this machine; remote: on your Flyte cluster (--remote)"
         >
+          <span className="jp-FlyteDask-targetLabel">Run</span>
           <label>
             <input
               type="radio"
@@ -163,7 +167,7 @@ export function ResourceForm(props: IResourceFormProps): JSX.Element {
               checked={!remote}
               onChange={() => onChange('remote', false)}
             />
-            Local
+            local
           </label>
           <label>
             <input
@@ -174,21 +178,11 @@ export function ResourceForm(props: IResourceFormProps): JSX.Element {
               checked={remote}
               onChange={() => onChange('remote', true)}
             />
-            Flyte cluster
+            remote
           </label>
         </div>
-        {remote &&
-          text({
-            flag: 'project',
-            label: 'Project',
-            placeholder: 'e.g. flytesnacks'
-          })}
-        {remote &&
-          text({
-            flag: 'domain',
-            label: 'Domain',
-            placeholder: 'e.g. development'
-          })}
+        {remote && text({ flag: 'project', label: 'Project' })}
+        {remote && text({ flag: 'domain', label: 'Domain' })}
       </fieldset>
     </form>
   );

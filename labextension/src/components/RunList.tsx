@@ -3,71 +3,66 @@ import * as React from 'react';
 
 import { ConnectionState } from '../kernelRuns';
 import { IRunRecord } from '../protocol';
+import {
+  cacheOf,
+  errorText,
+  formatDuration,
+  newestFirst,
+  runKey,
+  runLabel,
+  shapeOf,
+  startTime,
+  statusText
+} from '../runView';
 
 export interface IRunListProps {
   state: ConnectionState;
   runs: readonly IRunRecord[];
   message: string;
   onLoad: () => void;
+  /** The route URL of a run's saved report, or null. */
+  reportUrl: (run: IRunRecord) => string | null;
+  /** Show a live run's dashboard panels next to the notebook. */
+  onDashboard: (run: IRunRecord) => void;
 }
 
-export function formatDuration(seconds: number): string {
-  if (seconds < 60) {
-    return `${seconds.toFixed(1)} s`;
-  }
-  const minutes = Math.floor(seconds / 60);
-  return `${minutes} min ${Math.round(seconds - minutes * 60)} s`;
-}
-
-/** The cluster a run used, or else what it asked for. */
-export function shapeOf(run: IRunRecord): string {
-  if (run.used) {
-    return run.used;
-  }
-  const r = run.requested;
-  const parts = [`${r.workers ?? 'default'} workers`];
-  for (const [flag, label] of [
-    ['worker-cpu', 'cpu'],
-    ['worker-mem', 'mem'],
-    ['worker-gpu', 'gpu']
-  ]) {
-    if (r[flag] !== undefined) {
-      parts.push(`${label} ${r[flag]}`);
-    }
-  }
-  return parts.join(', ');
-}
-
-export function cacheOf(run: IRunRecord): string {
-  if (run.cache_hit) {
-    return 'hit';
-  }
-  return run.requested.cache ? 'miss' : 'off';
-}
-
-function Run(props: { run: IRunRecord }): JSX.Element {
-  const { run } = props;
-  const status =
-    run.phase && run.status === 'running'
-      ? `running: ${run.phase}`
-      : run.status;
+function Run(props: {
+  run: IRunRecord;
+  reportUrl: string | null;
+  onDashboard: (run: IRunRecord) => void;
+}): JSX.Element {
+  const { run, reportUrl } = props;
+  const label = runLabel(run);
+  const started = startTime(run.started);
+  const error = errorText(run);
   return (
     <li
       className="jp-FlyteDask-run"
       data-run-name={run.name}
       data-status={run.status}
+      data-run-number={run.run_number}
     >
       <div className="jp-FlyteDask-runHead">
-        <span className="jp-FlyteDask-runName" title={`version ${run.version}`}>
-          {run.name}
-        </span>
         <span
-          className={`jp-FlyteDask-status jp-FlyteDask-status-${run.status}`}
+          className="jp-FlyteDask-runLabel"
+          data-role="run-label"
+          title={`${run.name}, version ${run.version}`}
         >
-          {status}
+          {label}
         </span>
       </div>
       <div className="jp-FlyteDask-runMeta">
+        <span
+          className={`jp-FlyteDask-status jp-FlyteDask-status-${run.status}`}
+          data-role="run-status"
+        >
+          {statusText(run)}
+        </span>
+        {started && !label.includes(started) && (
+          <span title="started" data-role="run-start">
+            {started}
+          </span>
+        )}
         <span title="duration">{formatDuration(run.duration)}</span>
         <span title="cluster">{shapeOf(run)}</span>
         <span title="cache">cache {cacheOf(run)}</span>
@@ -76,13 +71,48 @@ function Run(props: { run: IRunRecord }): JSX.Element {
             tasks {run.tasks.done}/{run.tasks.total}
           </span>
         )}
-        {run.dashboard && (
-          <a href={run.dashboard} target="_blank" rel="noopener noreferrer">
-            dashboard
-          </a>
-        )}
       </div>
-      {run.error && <div className="jp-FlyteDask-error">{run.error}</div>}
+      {(run.dashboard || reportUrl) && (
+        <div className="jp-FlyteDask-runLinks">
+          {run.dashboard && (
+            <button
+              className="jp-mod-styled jp-FlyteDask-linkButton"
+              data-action="dashboard"
+              title="Show the dashboard's task stream, progress and worker memory next to the notebook"
+              onClick={() => props.onDashboard(run)}
+            >
+              Dashboard panels
+            </button>
+          )}
+          {run.dashboard && (
+            <a
+              href={run.dashboard}
+              target="_blank"
+              rel="noopener noreferrer"
+              data-role="dashboard-link"
+              title="The full dask dashboard, in a new tab (while the cluster runs)"
+            >
+              dashboard ↗
+            </a>
+          )}
+          {reportUrl && (
+            <a
+              href={reportUrl}
+              target="_blank"
+              rel="noopener noreferrer"
+              data-role="report"
+              title={`dask performance report of this run (${run.report})`}
+            >
+              report
+            </a>
+          )}
+        </div>
+      )}
+      {error && (
+        <div className="jp-FlyteDask-error" data-role="run-error">
+          {error}
+        </div>
+      )}
     </li>
   );
 }
@@ -120,10 +150,14 @@ export function RunList(props: IRunListProps): JSX.Element {
           <button
             className="jp-mod-styled jp-mod-accept"
             data-action="load"
+            title="Runs %load_ext dask_flyte_jupyter, and adds that line on top of the notebook"
             onClick={props.onLoad}
           >
-            Load it (%load_ext dask_flyte_jupyter)
+            Load in kernel
           </button>
+          <p className="jp-FlyteDask-note">
+            Also adds a <code>%load_ext</code> cell on top of the notebook.
+          </p>
         </div>
       );
     case 'ready':
@@ -136,8 +170,13 @@ export function RunList(props: IRunListProps): JSX.Element {
       }
       return (
         <ul className="jp-FlyteDask-runs">
-          {[...runs].reverse().map((run, index) => (
-            <Run key={runs.length - index} run={run} />
+          {newestFirst(runs).map(run => (
+            <Run
+              key={runKey(run)}
+              run={run}
+              reportUrl={props.reportUrl(run)}
+              onDashboard={props.onDashboard}
+            />
           ))}
         </ul>
       );
