@@ -1,9 +1,10 @@
 """The default task image: a flytekit ``ImageSpec`` that mirrors the notebook's environment.
 
 Without ``--image``, a remote run uses an image with the kernel's Python version, the kernel's
-versions of flytekit, flytekitplugins-dask, dask and distributed, and the installed versions of
-the packages the cell imports. The same image runs the job runner, the scheduler and the workers,
-so the versions on the cluster match the kernel (the parity report checks that they do).
+versions of flytekit, flytekitplugins-dask, dask, distributed and bokeh (the dashboard and the
+performance report), and the installed versions of the packages the cell imports. The same image
+runs the job runner, the scheduler and the workers, so the versions on the cluster match the
+kernel (the parity report checks that they do).
 
 The image is built only when it is missing, by flytekit's image builder (``ImageBuildEngine``),
 and only where the user has one: flytekit's default builder needs a running Docker, builder
@@ -23,8 +24,10 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-#: Packages every cell task needs, pinned to the kernel's versions.
-BASE_PACKAGES = ("flytekit", "flytekitplugins-dask", "dask", "distributed")
+#: Packages every cell task needs, pinned to the kernel's versions. distributed draws its
+#: dashboard (in the scheduler pod) and the run's performance report (in the job runner) with
+#: bokeh, which it does not install itself.
+BASE_PACKAGES = ("flytekit", "flytekitplugins-dask", "dask", "distributed", "bokeh")
 #: Name of the default image (its tag is the ImageSpec's content hash).
 IMAGE_NAME = "flyte-dask-jupyter"
 #: Registry the default image is pushed to and pulled from, e.g. ``ghcr.io/my-team``.

@@ -140,7 +140,7 @@ class FlyteDaskMagics(Magics):
     @argument(
         "--remote",
         action="store_true",
-        help="run on a Flyte cluster (its dask plugin starts the cluster from the task image)",
+        help="run remote: on your Flyte cluster (its dask plugin starts it from the task image)",
     )
     @argument("--project", help="Flyte project (with --remote; default: the Flyte config's)")
     @argument("--domain", help="Flyte domain (with --remote; default: the Flyte config's)")

@@ -199,6 +199,7 @@ def test_default_image_brings_the_old_dask_commands_for_flyte_v1(increment: DryR
     )
     contents = increment.task["image_contents"]
     assert f"distributed=={version('distributed')}" in contents
+    assert f"bokeh=={version('bokeh')}" in contents  # the dashboard and the report need it
     assert "dask-scheduler / dask-worker shims for Flyte v1 backends" in contents
 
 

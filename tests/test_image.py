@@ -43,13 +43,14 @@ def test_default_image_pins_the_kernels_versions_and_the_cells_imports():
         "flytekitplugins-dask",
         "dask",
         "distributed",
+        "bokeh",  # the dask dashboard and the performance report need it
         "numpy",
         "PyYAML",  # the distribution that provides `yaml`
     }
     assert set(spec.packages) == {f"{name}=={version(name)}" for name in pinned}
-    assert spec.packages[:4] == [
+    assert spec.packages[:5] == [
         f"{name}=={version(name)}"
-        for name in ("flytekit", "flytekitplugins-dask", "dask", "distributed")
+        for name in ("flytekit", "flytekitplugins-dask", "dask", "distributed", "bokeh")
     ]
     assert image.unresolved == ("my_local_mod",)  # not installable: said, not guessed
     assert image.name.startswith(
@@ -66,7 +67,8 @@ def test_image_name_is_stable_and_follows_the_contents():
 
 
 def test_standard_library_and_base_packages_are_not_pinned_twice():
-    pinned, unresolved = cell_requirements(["os", "sys", "dask", "distributed", "flytekit"])
+    imports = ["os", "sys", "dask", "distributed", "flytekit", "bokeh"]
+    pinned, unresolved = cell_requirements(imports)
     assert pinned == [] and unresolved == []
 
 
@@ -161,6 +163,7 @@ def test_dry_run_shows_the_default_image_and_its_contents(shell, monkeypatch):
     assert plan.task["image"] == image and image in text
     assert f"default ImageSpec from this kernel: python {KERNEL_PYTHON}" in text
     assert f"numpy=={version('numpy')}" in text and f"flytekit=={version('flytekit')}" in text
+    assert f"bokeh=={version('bokeh')}" in text
     containers = plan.manifest["spec"]["cluster"]["spec"]["worker"]["spec"]["containers"]
     assert containers[0]["image"] == image
 

@@ -210,6 +210,29 @@ def test_failing_remote_cell_shows_the_cells_own_error(shell, stand_in):
     assert execution_of(admin, run).phase_name == "FAILED"
 
 
+@pytest.mark.parametrize("name", ["remote-cell", "team.prepare-v2"])
+def test_a_task_name_that_is_no_python_identifier_runs_remotely_and_locally(shell, stand_in, name):
+    # --name accepts '-' and '.'; the job runner finds the pickled task by the name in its args
+    cell = (
+        "from distributed import Client\n"
+        "client = Client()\n"
+        "doubled = client.gather(client.map(lambda x: 2 * x, range(n)))\n"
+        "sum(doubled)\n"
+    )
+    shell.user_ns["n"] = 4
+    line = remote_line(stand_in, f"--workers 1 --name {name} --out run")
+    assert shell.run_cell_magic("flyte_dask", line, cell) == 12
+    run = shell.user_ns["run"]
+    assert run.status == "succeeded" and run.name == name
+    assert shell.user_ns["doubled"] == [0, 2, 4, 6]
+    seen = execution_of(stand_in, run)
+    assert seen.phase_name == "SUCCEEDED" and seen.task.id.name == name
+
+    del shell.user_ns["doubled"]
+    assert shell.run_cell_magic("flyte_dask", f"--workers 1 --name {name} --out again", cell) == 12
+    assert shell.user_ns["again"].name == name and shell.user_ns["doubled"] == [0, 2, 4, 6]
+
+
 def test_deep_recursion_remotely_is_folded_as_python_folds_it(shell, stand_in):
     cell = "def r(n):\n    return r(n + 1)\nr(0)\n"
     with pytest.raises(RecursionError) as caught:

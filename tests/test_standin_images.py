@@ -1,8 +1,9 @@
 """The Flyte Admin stand-in runs pods from real images (tests/flyte_admin/images.py, a test
 double): a ``%%flyte_dask --remote`` cell without ``--image`` gets its default ImageSpec built into
 a venv, and the scheduler, the workers and the job runner run the command lines Flyte v1.16's
-dask plugin and the dask-kubernetes operator give their pods, with that venv's executables; an
-image without the commands fails the cell the way the pods would fail in Kubernetes.
+dask plugin and the dask-kubernetes operator give their pods, with that venv's executables, and
+the job runner brings back the run's performance report (the default image has bokeh); an image
+without the commands fails the cell the way the pods would fail in Kubernetes.
 
 The venvs are cached (``~/.cache/dask-flyte-jupyter/standin-images`` or
 ``$FLYTE_DASK_STANDIN_IMAGE_CACHE``): the first run on a machine builds each (~1.5 min each here),
@@ -12,6 +13,7 @@ later runs reuse them.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -85,9 +87,10 @@ def processes_of(path: Path) -> list[psutil.Process]:
 
 @BUILDS
 def test_cell_without_image_runs_on_its_built_default_image(
-    shell, flyte_admin, standin_image_builder
+    shell, flyte_admin, standin_image_builder, tmp_path, monkeypatch
 ):
     admin, builder = flyte_admin, standin_image_builder
+    monkeypatch.chdir(tmp_path)  # the kernel's working directory: the report lands here
     define_inputs(shell)
     line = f"--remote --config {admin.config_path} --workers 2 --out run"
     shell.run_cell_magic("flyte_dask", line, CELL)
@@ -109,6 +112,9 @@ def test_cell_without_image_runs_on_its_built_default_image(
     assert seen.cluster["images"] == {name: str(image.venv)}
     # The image holds the kernel's pins, not this project (it is in no package list).
     assert f"distributed=={version('distributed')}" in image.packages
+    # bokeh, for the scheduler's dashboard and the job runner's performance report
+    assert f"bokeh=={version('bokeh')}" in image.packages
+    assert image_python(image, "import bokeh; print(bokeh.__version__)") == version("bokeh")
     assert (
         image_python(
             image, "import importlib.util as u; print(u.find_spec('dask_flyte_jupyter') is None)"
@@ -167,6 +173,16 @@ def test_cell_without_image_runs_on_its_built_default_image(
     job_path = seen.cluster["paths"]["job-runner"]
     assert job_path.split(os.pathsep)[0] == venv_bin
     assert shutil.which("pyflyte-execute", path=job_path) == f"{venv_bin}/pyflyte-execute"
+
+    # The job runner, in the image, drew the run's performance report from its scheduler (it
+    # could not without bokeh); the kernel saved it under .flyte_dask/ and the summary links it.
+    assert run.report_path is not None and run.report_path.startswith(f".flyte_dask/{run.name}-")
+    assert dict(run.summary_rows())["report"] == run.report_path
+    assert run.to_record()["report"] == run.report_path
+    page = (tmp_path / run.report_path).read_text()
+    assert "<title>Dask Performance Report</title>" in page and "cdn.bokeh.org" not in page
+    assert re.search(r"number of tasks: (\d+)", page)[1] == "10"  # client.map(inc, range(10))
+    assert "Workers: 2" in page
 
     assert processes_gone(seen.pids + seen.cluster["descendant_pids"])
     assert not processes_of(image.venv)

@@ -143,6 +143,19 @@ def _remote_class() -> type:
                 self.after_upload()
             return result
 
+        def _pickle_and_upload_entity(self, entity: Any, pickled_dict: Any = None) -> Any:
+            # flytekit files a notebook task in the pickle under the task's name, but the job
+            # runner looks it up by the name its resolver writes into the container args, taken
+            # from the task's function (a Python identifier): for a --name such as "remote-cell"
+            # or "team.prep" the two differ, so the task is filed under that name too.
+            if pickled_dict is None:
+                from flytekit.remote.remote import _get_pickled_target_dict
+
+                _, pickled_dict = _get_pickled_target_dict(entity)
+            looked_up_as = entity.task_resolver.loader_args(None, entity)[-1]
+            pickled_dict.entities.setdefault(looked_up_as, entity)
+            return super()._pickle_and_upload_entity(entity, pickled_dict)
+
     return CellRemote
 
 
