@@ -3,6 +3,7 @@ options that cannot go together, and what --export may overwrite. Through a real
 
 from __future__ import annotations
 
+import shlex
 import time
 
 import pytest
@@ -18,11 +19,14 @@ def test_quotes_group_words_and_are_removed(shell, tmp_path, monkeypatch, capsys
     monkeypatch.chdir(tmp_path)
     shell.run_cell_magic("flyte_dask", "--workers 2 --export 'quoted.py'", CELL)
     assert (tmp_path / "quoted.py").is_file() and not (tmp_path / "'quoted.py'").exists()
-    assert "(run it: python quoted.py)" in capsys.readouterr().out
+    quoted = shlex.quote(str((tmp_path / "quoted.py").resolve()))
+    assert f"; run it: python {quoted}\n" in capsys.readouterr().out
 
     shell.run_cell_magic("flyte_dask", '--export "my cell.py"', CELL)
     assert (tmp_path / "my cell.py").is_file()
-    assert "(run it: python 'my cell.py')" in capsys.readouterr().out  # pastable into a shell
+    spaced = shlex.quote(str((tmp_path / "my cell.py").resolve()))
+    assert spaced.startswith("'") and spaced.endswith("my cell.py'")  # pastable into a shell
+    assert f"; run it: python {spaced}\n" in capsys.readouterr().out
 
     quoted = "--image 'python:3.11' --cache --cache-version \"v 2\""
     shell.run_line_magic("flyte_dask_config", quoted)
