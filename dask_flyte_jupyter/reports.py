@@ -8,12 +8,12 @@ bandwidth, system, scheduler logs), the record that still opens once the cluster
 - drawn with ``mode="inline"`` (bokeh's JavaScript inside the file), so it renders offline;
 - only the newest :data:`KEEP` reports stay; the folder holds a ``.gitignore`` that ignores it.
 
-A local report costs the cell a few milliseconds (5-20 ms on a small cell): its data is taken
-from the scheduler while the cluster is still up (:meth:`LocalRecorder.snapshot`), and
-distributed's own ``performance_report`` draws it from that copy on a background thread after
-the cluster is closed, because drawing takes bokeh about a second. Until it is written the file
-is a small page that reloads itself, so its link is never dead; :func:`wait` waits for the
-reports still being drawn.
+A local report's data is taken from the scheduler while the cluster is still up
+(:meth:`LocalRecorder.snapshot`, 5-20 ms on a small cell), and distributed's own
+``performance_report`` draws it from that copy as the cell ends, in the cell's own thread.
+Drawing takes bokeh about a second; it was done on a background thread once, which let the next
+cell's code see a half-imported module (pandas, imported by bokeh meanwhile) and slowed the
+kernel's answers right after a cell: a thread that outlives the cell is worse than the second.
 
 Remote runs: the job runner asks its scheduler for the same report (:class:`RemoteRecorder`,
 shipped by value in the task's pickle, so this module imports only the standard library at module
@@ -207,51 +207,35 @@ class LocalRecorder:
         return cluster.sync(take)  # type: ignore[no-any-return]
 
     def save(self, cluster: Any, file: Path, what: str) -> None:
-        """Takes the report's data now; writes ``file`` in the background (see :func:`wait`)."""
+        """Takes the report's data now (the cluster is up), then draws it into ``file``."""
         copy = self.snapshot(cluster)
-        write_page(file, _page(TITLE, f"The report of {what} is being written…", reload=True))
         _WRITER.draw(copy, self.start, self.last_count, self.code, file, what)
 
 
 class _Writer:
-    """Draws reports one at a time (bokeh keeps its output settings process-wide), each on a
-    thread that ends when its report is written."""
+    """Draws reports one at a time (bokeh keeps its output settings process-wide)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: list[threading.Thread] = []
 
     def draw(
         self, copy: _SchedulerCopy, start: float, last_count: int, code: str, file: Path, what: str
     ) -> None:
-        def run() -> None:
-            with self._lock:
-                try:
-                    page = _draw(copy, start, last_count, code)
-                except Exception as error:  # the link must still open, and say why
-                    page = _page(TITLE, f"No report of {what}: {error}", reload=False)
-                with contextlib.suppress(OSError):  # the folder was removed meanwhile
-                    write_page(file, page)
-
-        # Not a daemon: a kernel that shuts down first finishes the report it is drawing.
-        thread = threading.Thread(target=run, name="flyte-dask-report")
-        self._pending = [t for t in self._pending if t.is_alive()] + [thread]
-        thread.start()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in list(self._pending):
-            left = None if deadline is None else max(deadline - time.monotonic(), 0)
-            thread.join(left)
-        return not any(t.is_alive() for t in self._pending)
+        with self._lock:
+            try:
+                page = _draw(copy, start, last_count, code)
+            except Exception as error:  # the link must still open, and say why
+                page = _page(TITLE, f"No report of {what}: {error}", reload=False)
+            with contextlib.suppress(OSError):  # the folder was removed meanwhile
+                write_page(file, page)
 
 
 _WRITER = _Writer()
 
 
 def wait(timeout: float | None = None) -> bool:
-    """Waits until the reports being drawn are written; False if some still are at ``timeout``."""
-    return _WRITER.wait(timeout)
+    """True: every report is written when its cell ends (kept for callers that wait)."""
+    return True
 
 
 def _draw(copy: _SchedulerCopy, start: float, last_count: int, code: str) -> str:

@@ -116,10 +116,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             time.sleep(0.3)
         yield Lab(url, token, root)
     finally:
-        os.killpg(server.pid, signal.SIGINT)  # the server shuts its kernels down
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
+        stop_server(server, log)
+
+
+def stop_server(server: subprocess.Popen[Any], log: Any) -> None:
+    """Stops a Jupyter server started in a session of its own (it shuts its kernels down)."""
+    os.killpg(server.pid, signal.SIGINT)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+    log.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -79,10 +80,11 @@ def test_the_live_dashboard_answers_and_the_finished_run_links_its_report(shell,
     assert run.report_path.startswith(".flyte_dask/dash-cell-")
     assert run.report_path.endswith(f"-r{run.run_number}.html")
 
-    # the link opens at once: the report, or a page that reloads until it is written
+    # the report is whole when the cell ends, and no thread of the run is still drawing it
+    # (one that did let the next cell see a half-imported pandas)
     early = (workdir / run.report_path).read_text()
-    assert "Dask Performance Report" in early
-    assert "number of tasks" in early or 'http-equiv="refresh"' in early
+    assert "number of tasks" in early and 'http-equiv="refresh"' not in early
+    assert not [t for t in threading.enumerate() if t.name.startswith("flyte-dask")]
     page = report_file(workdir, run).read_text()
     assert "<title>Dask Performance Report</title>" in page
     assert re.search(r"number of tasks: (\d+)", page)[1] == "30"
