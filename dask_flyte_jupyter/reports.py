@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -248,7 +249,10 @@ def _draw(copy: _SchedulerCopy, start: float, last_count: int, code: str) -> str
         code=code,
         mode=MODE,
     )
-    return asyncio.run(report)
+    # A kernel's thread runs an event loop (asyncio.run refuses it there): draw on a thread
+    # of its own, joined before the cell ends so nothing of the run outlives it.
+    with ThreadPoolExecutor(1, thread_name_prefix="flyte-dask-report") as pool:
+        return pool.submit(asyncio.run, report).result()
 
 
 # ---- remote runs: the job runner asks its scheduler ----------------------------------------

@@ -163,6 +163,22 @@ def ui(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
                 lab.api("DELETE", f"/api/sessions/{session['id']}")
 
 
+@pytest.fixture(autouse=True)
+def settled(ui: UI) -> Iterator[None]:
+    """Each check leaves the page as it found it: no extra tab, no dialog in front of the
+    notebook (one a failed check left would block every click of the next)."""
+    yield
+    for tab in ui.page.context.pages:
+        if tab is not ui.page:
+            tab.close()
+    dialogs = ui.page.locator(".jp-Dialog")
+    for _attempt in range(5):
+        if not dialogs.count():
+            break
+        ui.page.keyboard.press("Escape")
+        ui.page.wait_for_timeout(300)
+
+
 @pytest.mark.timeout(300)
 def test_a_shipped_notebook_opens_unmodified(ui: UI) -> None:
     sessions = {s["id"] for s in ui.lab.api("GET", "/api/sessions")}
@@ -235,6 +251,8 @@ def test_a_live_run_shows_busy_and_a_working_dashboard_then_a_report(ui: UI) -> 
     expect(panel.locator("[data-role='cluster-stopped']")).to_be_visible()
     assert panel.locator("iframe").count() == 0
     dead = href.split("/status")[0]
+    # a good run writes nothing to stderr (a warning there is also a link to the debugger)
+    assert ui.output(1).locator("[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
     _every_link_opens(ui, panel, dead)
     _every_link_opens(ui, ui.output(1), dead)
     _every_link_opens(ui, ui.sidebar, dead)
@@ -263,14 +281,23 @@ def _every_link_opens(ui: UI, area: Any, dead: str) -> None:
     assert hrefs, "no links"
     assert not [h for h in hrefs if h.startswith(dead)], f"a link to the stopped cluster: {hrefs}"
     reports = 0
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     for i in range(len(hrefs)):
-        with ui.page.context.expect_page() as opened:
-            anchors.nth(i).click()
+        try:
+            with ui.page.context.expect_page(timeout=30_000) as opened:
+                anchors.nth(i).click()
+        except PlaywrightTimeout:
+            raise AssertionError(
+                f"a click on {hrefs[i]!r} opened no page (links: {hrefs})"
+            ) from None
         tab = opened.value
         tab.wait_for_load_state()
         status, body = ui.opens(tab.url)
         assert status == 200, (hrefs[i], tab.url, status)
         if "Dask Performance Report" in body:
+            # drawn, not the page that says why there is none
+            assert "number of tasks" in body and "No report of" not in body, body[:500]
             reports += 1
             if reports == 1:
                 tab.wait_for_timeout(1500)

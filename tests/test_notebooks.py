@@ -113,6 +113,12 @@ def test_notebook_runs_and_shows_its_results(path, tmp_path):
     spec = KernelSpecManager().get_kernel_spec("python3")
     assert committed["kernelspec"]["display_name"] == spec.display_name
     text = outputs_text(notebook)
+    # A kernel runs the cell inside an event loop: every report is still drawn there.
+    drawn = sorted((tmp_path / ".flyte_dask").glob("*.html"))
+    assert drawn or path.name != "01_quickstart.ipynb", "the quickstart's runs left no report"
+    for report in drawn:
+        page = report.read_text()
+        assert "number of tasks" in page and "No report of" not in page, (report.name, page[:300])
     for expected in EXPECTED.get(path.name, []):
         assert expected in text, f"{path.name}: {expected!r} not in outputs"
     # Runs leave static summaries, no widget a live kernel must render (the picker notebook

@@ -6,6 +6,7 @@ go to ``.flyte_dask/`` in the kernel's working directory: each test runs in its 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import threading
@@ -92,6 +93,21 @@ def test_the_live_dashboard_answers_and_the_finished_run_links_its_report(shell,
     # inline: bokeh's JavaScript is in the file, nothing is fetched from a CDN
     assert "cdn.bokeh.org" not in page and "Bokeh" in page and len(page) > 500_000
     assert (workdir / ".flyte_dask" / ".gitignore").read_text().splitlines()[-1] == "*"
+
+
+def test_the_report_is_drawn_when_the_cell_runs_inside_an_event_loop(shell, workdir):
+    # ipykernel runs a cell's code inside its running event loop, where asyncio.run refuses.
+    define_inc(shell)
+
+    async def as_a_kernel_runs_it() -> None:
+        shell.run_cell_magic("flyte_dask", "--workers 1 --out run", INCREMENT)
+
+    asyncio.run(as_a_kernel_runs_it())
+    run = shell.user_ns["run"]
+    page = report_file(workdir, run).read_text()
+    assert "No report of" not in page, page[:500]
+    assert "number of tasks" in page and "<title>Dask Performance Report</title>" in page
+    assert not [t for t in threading.enumerate() if t.name.startswith("flyte-dask")]
 
 
 def test_the_dashboard_link_in_the_live_view_is_styled_and_marked(shell, workdir, monkeypatch):
