@@ -15,7 +15,9 @@ def load_ipython_extension(ipython: Any) -> None:
     from .comm import register_comm
     from .magics import FlyteDaskMagics
 
-    ipython.register_magics(FlyteDaskMagics(ipython))
+    magics = FlyteDaskMagics(ipython)
+    ipython.register_magics(magics)
+    magics.follow_spare_settings()  # a spare cluster for the next cell, unless turned off
     register_comm(ipython)  # serves the JupyterLab sidebar when this is an ipykernel
 
 
@@ -43,4 +45,8 @@ def __getattr__(name: str) -> Any:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """Nothing to undo: runs leave nothing running behind them."""
+    """Shuts the spare cluster down and starts no more (runs leave nothing else running)."""
+    from .backends.spare import spare_clusters
+
+    spares = spare_clusters()
+    spares.configure(False, spares.idle_timeout)

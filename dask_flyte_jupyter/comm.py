@@ -22,7 +22,13 @@ anything else                ``{"type": "error", "message": "..."}``
                              most ~4 a second while a run reports progress)
 (nothing)                    ``{"type": "defaults", "request_id": null, "defaults": {...}}``
                              when ``%flyte_dask_config`` or a picker changes the defaults
+(nothing)                    ``{"type": "spare", "request_id": null, "spare": {...} | null}``
+                             when the spare cluster starts, gets ready or is shut down
 ===========================  ===============================================================
+
+``spare`` is the spare cluster waiting for the next cell (``backends/spare.py``), e.g.
+``{"state": "ready", "text": "spare cluster: 2 workers × 1 thread, ready · shuts down after
+10 min idle"}``; a ``runs`` message carries it too while there is one (no field: none).
 
 ``defaults`` is what a cell without flags gets in this kernel, for the sidebar's placeholders:
 flag name -> the value as it would be written on the line, ``true``/``false`` for a switch, or
@@ -37,10 +43,12 @@ import time, and nothing is imported from ``comm`` outside an ipykernel.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import __version__
+from .backends.spare import spare_clusters
 
 #: Comm target name, the same on both sides.
 TARGET = "dask_flyte_jupyter"
@@ -101,6 +109,11 @@ class SidebarChannel:
         self.shell = shell
         self.comms: list[Any] = []
         self._last_push = 0.0
+        #: Records of ended runs, made once: every push sends the whole history, which would
+        #: otherwise cost more with each run the kernel has made (``_record``).
+        self._records: weakref.WeakKeyDictionary[Any, tuple[str, dict[str, Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # ---- comm plumbing -------------------------------------------------------------------
 
@@ -150,8 +163,27 @@ class SidebarChannel:
     def runs_message(self, request_id: Any) -> dict[str, Any]:
         magics = _magics(self.shell)
         runs = list(magics.runs) if magics is not None else []
-        message = {"type": "runs", "request_id": request_id, "runs": [r.to_record() for r in runs]}
+        message = {
+            "type": "runs",
+            "request_id": request_id,
+            "runs": [self._record(r) for r in runs],
+        }
+        spare = spare_clusters().describe()
+        if spare is not None:
+            message["spare"] = spare
         return self._with_defaults(message)
+
+    def _record(self, run: Any) -> dict[str, Any]:
+        """``run.to_record()``; made once for a run that has ended (its record no longer
+        changes), again while it runs."""
+        from .run import FINAL
+
+        if run.status not in FINAL:
+            return run.to_record()  # type: ignore[no-any-return]
+        kept = self._records.get(run)
+        if kept is None or kept[0] != run.status:
+            kept = self._records[run] = (run.status, run.to_record())
+        return kept[1]
 
     def _with_defaults(self, message: dict[str, Any]) -> dict[str, Any]:
         magics = _magics(self.shell)
@@ -208,13 +240,23 @@ class SidebarChannel:
         for comm in list(self.comms):
             comm.send(message)
 
+    def on_spare_changed(self) -> None:
+        """Called from the spare cluster's own thread too: only the spare's own record is sent
+        then (a run's record reads the user's values)."""
+        message = {"type": "spare", "request_id": None, "spare": spare_clusters().describe()}
+        for comm in list(self.comms):
+            comm.send(message)
+
     def observe(self, magics: Any) -> None:
-        """Push the run list whenever the magics instance records a new run, and the defaults
-        whenever they change."""
+        """Push the run list whenever the magics instance records a new run, the defaults
+        whenever they change, and the spare cluster whenever it comes or goes."""
         if not isinstance(magics.runs, ObservedRuns) or magics.runs.on_append != self.on_new_run:
             magics.runs = ObservedRuns(magics.runs, self.on_new_run)
         # traitlets keeps a handler once, however often %reload_ext registers it.
         magics.kernel_defaults.observe(self.on_defaults_changed, names=_DEFAULTS_TRAITS)
+        listeners = spare_clusters().listeners
+        if self.on_spare_changed not in listeners:
+            listeners.append(self.on_spare_changed)
 
 
 def register_comm(shell: Any) -> SidebarChannel | None:

@@ -130,7 +130,7 @@ class WidgetView:
     def close(self, handle: RunHandle) -> None:
         self.render(handle)
         _publish(_final_bundle(handle), self.display_id, update=True)
-        self.widget.close()
+        close_widget_tree(self.widget)
 
 
 class TextView:
@@ -214,7 +214,22 @@ def discard_view(view: View) -> None:
     """Takes back a first view whose run never started (a usage error): the error says it."""
     if isinstance(view, WidgetView):
         _publish({"text/plain": ""}, view.display_id, update=True)
-        view.widget.close()
+        close_widget_tree(view.widget)
+
+
+def close_widget_tree(widget: Any) -> None:
+    """Closes ``widget`` and every widget it holds (children, layout, style). ipywidgets'
+    ``close`` closes only the widget itself, and each widget stays registered in the kernel
+    until closed: a view left 18 widgets behind per run."""
+    from ipywidgets import Widget
+
+    for child in getattr(widget, "children", ()):
+        close_widget_tree(child)
+    for part in ("layout", "style"):
+        owned = getattr(widget, part, None)
+        if isinstance(owned, Widget):
+            owned.close()
+    widget.close()
 
 
 @contextmanager
@@ -271,8 +286,11 @@ class RunTable:
         "links",
     )
 
-    def __init__(self, runs: Sequence[RunHandle]) -> None:
+    def __init__(self, runs: Sequence[RunHandle], spare: dict[str, Any] | None = None) -> None:
         self.rows = [self._row(run) for run in reversed(runs)]
+        #: The spare cluster waiting for the next cell (``backends/spare.py``), shown under
+        #: the runs so that nobody takes it for a leaked one.
+        self.spare: str | None = spare["text"] if spare is not None else None
 
     @staticmethod
     def _row(run: RunHandle) -> tuple[str, ...]:
@@ -295,25 +313,30 @@ class RunTable:
         return {"text/plain": self.text(), "text/html": self.html()}
 
     def text(self) -> str:
+        spare = f"\n{self.spare}" if self.spare else ""
         if not self.rows:
-            return "No %%flyte_dask runs in this kernel yet."
+            return "No %%flyte_dask runs in this kernel yet." + spare
         table = [self.columns, *self.rows]
         widths = [max(len(row[i]) for row in table) for i in range(len(self.columns))]
-        return "\n".join(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-            for row in table
+        return (
+            "\n".join(
+                "  ".join(c.ljust(width) for c, width in zip(row, widths, strict=True)).rstrip()
+                for row in table
+            )
+            + spare
         )
 
     def html(self) -> str:
+        spare = f"<p class='flyte-dask-spare'>{html.escape(self.spare)}</p>" if self.spare else ""
         if not self.rows:
-            return "<p>No <code>%%flyte_dask</code> runs in this kernel yet.</p>"
+            return "<p>No <code>%%flyte_dask</code> runs in this kernel yet.</p>" + spare
         left = "text-align: left; vertical-align: top"  # JupyterLab right-aligns by default
         head = "".join(f"<th style='{left}'>{c}</th>" for c in self.columns)
         body = "".join(
             "<tr>" + "".join(f"<td style='{left}'>{_cell_html(c)}</td>" for c in row) + "</tr>"
             for row in self.rows
         )
-        return f"<table class='flyte-dask-runs'><tr>{head}</tr>{body}</table>"
+        return f"<table class='flyte-dask-runs'><tr>{head}</tr>{body}</table>{spare}"
 
 
 def started_text(started: datetime, today: date | None = None) -> str:

@@ -10,6 +10,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from .backends.spare import IDLE_TIMEOUT
 from .cell import CellError, analyse_cell
 from .defaults import KernelDefaults
 from .spec import ClusterSpec, SpecError, shown, spec_from_options
@@ -360,6 +361,19 @@ class FlyteDaskMagics(Magics):
 
     @magic_arguments()
     @_cluster_arguments
+    @argument(
+        "--spare-cluster",
+        choices=["on", "off"],
+        metavar="on/off",
+        help="after a local run, start one spare cluster of its shape in the background for the "
+        "next cell of that shape, which then starts at once (default: off); it is shut down after "
+        "--spare-idle seconds unused, at kernel exit, at %%unload_ext and on an interrupt",
+    )
+    @argument(
+        "--spare-idle",
+        metavar="SECONDS",
+        help=f"shut a spare cluster down when unused this long (default: {IDLE_TIMEOUT:g})",
+    )
     @argument("--show", action="store_true", help="print the defaults as a %%%%flyte_dask line")
     @argument("--reset", action="store_true", help="back to the built-in defaults")
     @no_var_expand
@@ -369,23 +383,41 @@ class FlyteDaskMagics(Magics):
 
         With no options, shows the resource picker bound to the defaults: changing it changes
         what the next cell gets, and `%flyte_dask_config --workers 3` updates a shown picker.
+
+        A spare cluster: after a local run that started a cluster, one more of the same shape
+        is started in the background and handed to the next cell of that shape, so that it
+        starts at once; each cell still gets a fresh cluster nothing else used. The spare shows
+        in `%flyte_dask_runs` and the sidebar; it is shut down after --spare-idle seconds
+        unused (10 minutes unless set), at kernel exit, at `%unload_ext dask_flyte_jupyter`,
+        on an interrupt and when the next cell wants another shape. `--spare-cluster off` turns
+        it off (the environment variable FLYTE_DASK_SPARE_CLUSTER=off makes off a kernel's
+        default).
         """
         args = _parse(self.flyte_dask_config, self._expand(line))
         given = {
             f: getattr(args, d) for f, d in CONFIG_FLAGS.items() if getattr(args, d) is not None
         }
+        idle = _seconds(args.spare_idle, "--spare-idle")
+        spare = args.spare_cluster is not None or idle is not None
         if args.reset:
             self.kernel_defaults.spec = ClusterSpec()
             self.kernel_defaults.remote = False
             self.kernel_defaults.project = self.kernel_defaults.domain = ""
+            self.kernel_defaults.reset_spare()
         if given:
             try:
                 self.defaults = spec_from_options(given, base=self.defaults)
             except SpecError as error:
                 raise UsageError(str(error)) from None
+        if idle is not None:
+            self.kernel_defaults.spare_idle = idle
+        if args.spare_cluster is not None:
+            self.kernel_defaults.spare_cluster = args.spare_cluster == "on"
         if args.show:
             print(self.kernel_defaults.magic_line())
-        if given or args.reset or args.show:
+            if spare_line := self.kernel_defaults.spare_line():
+                print(spare_line)
+        if given or spare or args.reset or args.show:
             return None
         from .picker import ResourcePicker, bind_picker
 
@@ -413,12 +445,26 @@ class FlyteDaskMagics(Magics):
     @line_magic
     def flyte_dask_runs(self, line: str) -> Any:
         """Show this kernel's %%flyte_dask runs, newest first: run number, name, status, start,
-        duration, shape, cache, outputs, error and links."""
+        duration, shape, cache, outputs, error and links; and the spare cluster waiting for
+        the next cell, if there is one (see %flyte_dask_config --spare-cluster)."""
+        from .backends.spare import spare_clusters
         from .display import RunTable
 
         if line.strip():
             raise UsageError("%flyte_dask_runs takes no options")
-        return RunTable(self.runs)
+        return RunTable(self.runs, spare=spare_clusters().describe())
+
+    def follow_spare_settings(self) -> None:
+        """The process's spare cluster (``backends/spare.py``) follows these kernel defaults
+        from now on (called when the extension is loaded)."""
+        self.kernel_defaults.observe(self._apply_spare_settings, ["spare_cluster", "spare_idle"])
+        self._apply_spare_settings()
+
+    def _apply_spare_settings(self, _change: Any = None) -> None:
+        from .backends.spare import spare_clusters
+
+        defaults = self.kernel_defaults
+        spare_clusters().configure(defaults.spare_cluster, defaults.spare_idle)
 
 
 def split_magic_line(line: str) -> list[str]:
@@ -491,8 +537,8 @@ def _refuse_empty(args: Any, flags: dict[str, str]) -> None:
             raise UsageError(f"{flag}: must not be empty, got {shown(value)}")
 
 
-def _seconds(text: str | None) -> float | None:
-    """``--timeout``: a number of seconds > 0."""
+def _seconds(text: str | None, flag: str = "--timeout") -> float | None:
+    """``--timeout``, ``--spare-idle``: a number of seconds > 0."""
     if text is None:
         return None
     try:
@@ -500,7 +546,7 @@ def _seconds(text: str | None) -> float | None:
     except ValueError:
         seconds = -1.0
     if not seconds > 0 or seconds == float("inf"):
-        raise UsageError(f"--timeout: must be a number of seconds > 0, got {shown(text)}")
+        raise UsageError(f"{flag}: must be a number of seconds > 0, got {shown(text)}")
     return seconds
 
 

@@ -53,7 +53,8 @@ class Results:
         if self.remote and unpacked.stdout:
             sys.stdout.write(unpacked.stdout)
         self.shell.user_ns.update(updates)
-        self._forget_unpickled_figures({**updates, VALUE_OUTPUT: handle.value})
+        if not handle.outputs_by_reference:  # else they are the figures the cell drew
+            self._forget_unpickled_figures({**updates, VALUE_OUTPUT: handle.value})
         ended = self.magics.ended_handles
         for name in updates:
             ended.pop(name, None)

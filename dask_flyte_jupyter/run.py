@@ -99,6 +99,8 @@ class RunHandle:
     cache_hit: bool = False
     #: The run missed the cache and its result was stored there (a later equal run hits it).
     cache_stored: bool = False
+    #: The outputs are the cell's own objects, not unpickled copies (``by_reference.py``).
+    outputs_by_reference: bool = False
     task_source: Callable[[], TaskCounts] | None = field(default=None, repr=False)
     workers: tuple[int, int] = (0, 0)  # (up, wanted) while the cluster starts
     #: Links to show with the run (label -> URL), e.g. the Flyte console of a remote execution.

@@ -20,6 +20,10 @@ from lab_server import lab  # noqa: F401 - a real jupyter lab server, for the br
 _SESSION_TMP = tempfile.mkdtemp(prefix="flyte-dask-tests-")
 os.environ["TMPDIR"] = tempfile.tempdir = _SESSION_TMP
 atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
+# No spare cluster after each run (backends/spare.py), in this process and the kernels it
+# starts: every test would start one more cluster, and the leak check below would see it.
+# tests/test_spare.py turns spares on for its own runs and closes them.
+os.environ["FLYTE_DASK_SPARE_CLUSTER"] = "off"
 
 
 def _children() -> set[int]:

@@ -21,6 +21,7 @@ CELL = "%%flyte_dask --workers 1 --no-progress\nimport time\ntime.sleep(4)\nx = 
 @pytest.fixture
 def kernel() -> Any:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DASK_", "FLYTE_"))}
+    env["FLYTE_DASK_SPARE_CLUSTER"] = "off"  # as in the whole suite (conftest.py)
     manager, client = start_new_kernel(env=env)
     try:
         yield client

@@ -73,7 +73,8 @@ def kernel(tmp_path: Path) -> Any:
 def _env() -> dict[str, str]:
     import os
 
-    return {k: v for k, v in os.environ.items() if not k.startswith(("DASK_", "FLYTE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DASK_", "FLYTE_"))}
+    return {**env, "FLYTE_DASK_SPARE_CLUSTER": "off"}  # as in the whole suite (conftest.py)
 
 
 def test_fifty_cells_failing_and_interrupted_leave_the_kernel_as_it_was(kernel):

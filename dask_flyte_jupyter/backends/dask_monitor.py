@@ -43,6 +43,8 @@ class TaskMonitor(SchedulerPlugin):  # type: ignore[misc]
         self._streams = {"stdout": stdout, "stderr": stderr}
         self._scheduler = scheduler
         self._limits: dict[str, int | None] = {}  # worker address -> memory limit (bytes)
+        for address, state in list(getattr(scheduler, "workers", {}).items()):
+            self._limits[address] = state.memory_limit or None  # up before (a spare cluster)
         self._restarts: list[WorkerRestart] = []
 
     def add_worker(self, scheduler: Any, worker: str) -> None:
@@ -99,6 +101,34 @@ class TaskMonitor(SchedulerPlugin):  # type: ignore[misc]
             limit = state.memory_limit or None
             tasks = tuple(sorted(str(task.key) for task in state.processing))
         return WorkerRestart(address, int(msg.get("rss") or 0), limit, tasks)
+
+
+def forget_closed_cluster(cluster: Any) -> None:
+    """Lets a closed cluster's in-process servers (scheduler, nannies) go. distributed keeps
+    them in two memos that are never emptied: a kernel that starts a cluster per cell would
+    otherwise hold every one of them with its tasks, logs, plugins and dashboard documents, and
+    its garbage collections would take longer with every cell."""
+    from distributed import core
+
+    forget_dashboard(cluster.scheduler)
+    # functools.cache of "does this handler take a comm?", keyed by bound methods of servers
+    core._expects_comm.cache_clear()
+
+
+def forget_dashboard(scheduler: Any) -> None:
+    """Drops ``scheduler`` from the memo of distributed's dashboard pages
+    (``distributed.dashboard.scheduler.template_variables``, keyed by scheduler)."""
+    module = sys.modules.get("distributed.dashboard.scheduler")
+    memoized = getattr(module, "template_variables", None)
+    code = getattr(memoized, "__code__", None)
+    cells = getattr(memoized, "__closure__", None) or ()
+    if code is None:
+        return
+    free = dict(zip(code.co_freevars, (cell.cell_contents for cell in cells), strict=False))
+    memo = free.get("cache")  # toolz.memoize's dict
+    if isinstance(memo, dict):
+        for key in [k for k in memo if k is scheduler or (type(k) is tuple and scheduler in k)]:
+            del memo[key]
 
 
 def restart_note(restart: WorkerRestart) -> str:

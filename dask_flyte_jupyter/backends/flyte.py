@@ -9,8 +9,10 @@ The only module that imports ``flytekit.remote``. One backend object serves one 
    deadline, so an unreachable endpoint fails in seconds), build the default image if it is
    missing, register the task in flytekit's notebook mode *only if that version does not exist
    yet* (an unchanged cell uploads nothing and registers nothing), create the execution with the
-   cell's inputs (DataFrames, arrays and files as Flyte types, the rest as pickles), then follow
-   it (``follow``) or return at once (``--no-wait``).
+   cell's inputs (DataFrames, arrays and files as Flyte types, the rest as pickles; flytekit
+   reuses this kernel's earlier upload of an equal value, a local file is marked by its content's
+   stat so that an edited one is uploaded again), then follow it (``follow``) or return at once
+   (``--no-wait``).
 3. ``follow``: poll the execution (phase, node and task status, console link, elapsed time, shown
    live by the progress view), terminate it on Ctrl-C or ``--timeout``, fetch and convert its
    outputs, report the environment parity, or turn its error into the cell's own traceback
@@ -51,6 +53,9 @@ RPC_DEADLINE = 60.0
 #: Polling of a running execution: from this interval (seconds) up to the maximum while nothing
 #: changes; back to the minimum on every change.
 POLL_MIN, POLL_MAX = 0.2, 1.0
+#: Between two of those reads (a handful of calls each), one small call every this many seconds
+#: looks whether the execution's phase changed (say it ended), so that its end is seen at once.
+PHASE_CHECK = 0.25
 #: Seconds to wait for a terminated execution to reach ABORTED.
 TERMINATE_WAIT = 60.0
 #: Above this many bytes uploaded per run (code + inputs), the run gets a note.
@@ -179,11 +184,30 @@ def _flyte_inputs(namespace: Mapping[str, object], names: tuple[str, ...]) -> di
             from flytekit.types.file import FlyteFile
 
             path = pathlib.Path(value)
+            flyte_path: Any = None
             if path.is_file():
-                converted[name] = FlyteFile(str(path))
+                flyte_path = FlyteFile(str(path))
             elif path.is_dir():
-                converted[name] = FlyteDirectory(str(path))
+                flyte_path = FlyteDirectory(str(path))
+            if flyte_path is not None:
+                # flytekit reuses an earlier upload of an equal pickle, in which a FlyteFile is
+                # just its path: the content's mark makes an edited file another value.
+                flyte_path.flyte_dask_content = _content_mark(path)
+                converted[name] = flyte_path
     return converted
+
+
+def _content_mark(path: pathlib.Path) -> tuple[tuple[str, int, int, int, int], ...]:
+    """What tells an edited file or directory from the one uploaded before, without reading
+    it: per file its name in ``path``, inode, size, and modification and change times (the
+    change time no tool can set back)."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    mark = []
+    for file in files:
+        stat = file.stat()
+        name = file.relative_to(path).as_posix() if file != path else ""
+        mark.append((name, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
+    return tuple(mark)
 
 
 def _size_text(size: float) -> str:
@@ -249,6 +273,7 @@ class FlyteBackend:
         self.image: str | None = None
         self.default_image: Any = None  # image.DefaultImage when no --image was given
         self.upload_sizes: dict[str, int] = {}  # "code" (pkl.gz) and input names -> bytes
+        self.uploaded_bytes = 0  # what this run really uploaded (code and inputs)
         self.platform: Any = None  # platform.Platform: the deployment's values, once read
         self._cell_task: CellTask | None = None
         self._code_files: dict[str, str] = {}
@@ -496,6 +521,7 @@ class FlyteBackend:
         handle.begin("uploading code")
         size = path.stat().st_size
         self.upload_sizes["code"] = size
+        self.uploaded_bytes += size
         handle.details["code"] = f"{_size_text(size)} pickled (pkl.gz), uploaded and registered"
 
     def _create(
@@ -506,34 +532,42 @@ class FlyteBackend:
         inputs: Mapping[str, object],
         handle: RunHandle,
     ) -> None:
-        """Creates the execution (inputs are converted to Flyte literals and uploaded first)."""
+        """Creates the execution (inputs are converted to Flyte literals and uploaded first:
+        flytekit reuses the upload of a value equal to one this kernel sent before)."""
         handle.begin("uploading inputs")
         values = {**inputs, **_flyte_inputs(inputs, tuple(inputs))}
         sizes = input_sizes(values, cell_task.input_types)
         self.upload_sizes.update(sizes)
-        total = sum(sizes.values()) + self.upload_sizes.get("code", 0)
-        if sizes:
-            handle.details["inputs"] = ", ".join(
-                f"{name} {_size_text(size)}" for name, size in sizes.items()
-            )
-        if total > LARGE_UPLOAD_BYTES:
-            biggest = max(sizes, key=lambda name: sizes[name]) if sizes else "code"
-            handle.note(
-                f"this run uploads {_size_text(total)} (largest: {biggest}, "
-                f"{_size_text(self.upload_sizes.get(biggest, 0))}), again on every run: put "
-                "large data in blob storage and read it inside the cell"
-            )
+        uploads: list[int] = []  # bytes of each file flytekit uploads for the inputs
+        remote.on_upload = lambda path: uploads.append(path.stat().st_size)
         name = f"fd{uuid.uuid4().hex[:18]}"  # ours, so that an interrupt can still terminate it
         self._execution_name = name
-        with _deadline(RPC_DEADLINE):
-            execution = remote.execute(
-                flyte_task,
-                inputs=values,
-                project=self._project,
-                domain=self._domain,
-                execution_name=name,
-                type_hints=cell_task.task.python_interface.inputs,
-                wait=False,
+        try:
+            with _deadline(RPC_DEADLINE):
+                execution = remote.execute(
+                    flyte_task,
+                    inputs=values,
+                    project=self._project,
+                    domain=self._domain,
+                    execution_name=name,
+                    type_hints=cell_task.task.python_interface.inputs,
+                    wait=False,
+                )
+        finally:
+            remote.on_upload = None
+        self.uploaded_bytes += sum(uploads)
+        if sizes:
+            reused = "" if uploads else " (as sent before: not uploaded again)"
+            handle.details["inputs"] = (
+                ", ".join(f"{name} {_size_text(size)}" for name, size in sizes.items()) + reused
+            )
+        if self.uploaded_bytes > LARGE_UPLOAD_BYTES:
+            biggest = max(sizes, key=lambda name: sizes[name]) if sizes else "code"
+            handle.note(
+                f"this run uploaded {_size_text(self.uploaded_bytes)} (largest input: {biggest}, "
+                f"{_size_text(self.upload_sizes.get(biggest, 0))}), again whenever a value "
+                "changes and in every new kernel: put large data in blob storage and read it "
+                "inside the cell"
             )
         self._started(remote, execution, handle)
 
@@ -600,7 +634,28 @@ class FlyteBackend:
                 raise _TimedOut
             interval = POLL_MIN if status != last else min(interval * 1.5, POLL_MAX)
             last = status
-            time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - now)))
+            self._sleep_watching(
+                execution, now + interval if deadline is None else min(now + interval, deadline)
+            )
+
+    def _sleep_watching(self, execution: Any, until: float) -> None:
+        """Sleeps until ``until`` (monotonic), or less once the execution's phase changed:
+        between the full reads of ``_poll`` one ``GetExecution`` every :data:`PHASE_CHECK`
+        seconds, so that a run's end is seen within that, not within :data:`POLL_MAX`."""
+        from flytekit.exceptions.base import FlyteException
+
+        phase = execution.closure.phase
+        while (left := until - time.monotonic()) > 0:
+            time.sleep(min(PHASE_CHECK, left))
+            if time.monotonic() >= until:
+                return
+            try:
+                with _deadline(CONNECT_DEADLINE):
+                    current = self._remote.client.get_execution(execution.id)
+            except FlyteException:
+                return  # the full read says what is wrong
+            if current.closure.phase != phase:
+                return
 
     def _show_status(self, execution: Any, handle: RunHandle) -> str:
         """Execution phase, node and task status on the handle; the run's phase from them."""

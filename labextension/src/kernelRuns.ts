@@ -10,11 +10,13 @@ import { ISignal, Signal } from '@lumino/signaling';
 import {
   COMM_TARGET,
   IRunRecord,
+  ISpareCluster,
   isReply,
   KernelDefaults,
   LOAD_CODE,
   PROTOCOL,
-  Reply
+  Reply,
+  spareAfter
 } from './protocol';
 
 /**
@@ -43,6 +45,10 @@ export class KernelRuns implements IDisposable {
   }
   get runs(): readonly IRunRecord[] {
     return this._runs;
+  }
+  /** The spare cluster waiting for the next cell, if any. */
+  get spare(): ISpareCluster | null {
+    return this._spare;
   }
   /** The kernel's defaults for a cell without flags (null until it told them). */
   get defaults(): KernelDefaults | null {
@@ -117,6 +123,7 @@ export class KernelRuns implements IDisposable {
     ) {
       this._closeComm();
       this._runs = [];
+      this._spare = null;
       this._defaults = null;
       this._setState(status === 'dead' ? 'no-kernel' : 'connecting');
       this._restarted = true;
@@ -146,6 +153,7 @@ export class KernelRuns implements IDisposable {
     this._detach();
     this._kernel = kernel;
     this._runs = [];
+    this._spare = null;
     this._defaults = null;
     if (!kernel) {
       this._setState('no-kernel');
@@ -216,6 +224,7 @@ export class KernelRuns implements IDisposable {
       return;
     }
     const reply = data as Reply;
+    this._spare = spareAfter(this._spare, reply);
     switch (reply.type) {
       case 'hello':
         if (reply.protocol !== PROTOCOL) {
@@ -238,6 +247,9 @@ export class KernelRuns implements IDisposable {
         this._defaults = reply.defaults;
         this._changed.emit();
         return;
+      case 'spare':
+        this._changed.emit();
+        return;
       case 'error':
         console.warn(`flyte dask sidebar: the kernel said: ${reply.message}`);
         return;
@@ -252,6 +264,7 @@ export class KernelRuns implements IDisposable {
   private _changed = new Signal<this, void>(this);
   private _state: ConnectionState = 'no-kernel';
   private _runs: readonly IRunRecord[] = [];
+  private _spare: ISpareCluster | null = null;
   private _defaults: KernelDefaults | null = null;
   private _message = '';
   private _kernel: Kernel.IKernelConnection | null = null;

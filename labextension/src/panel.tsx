@@ -115,6 +115,7 @@ function RunsSection(props: {
       <RunList
         state={runs?.state ?? 'no-kernel'}
         runs={runs?.runs ?? []}
+        spare={runs?.spare ?? null}
         message={runs?.message ?? ''}
         onLoad={() => void model.loadExtension()}
         reportUrl={options.reportUrl}

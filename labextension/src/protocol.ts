@@ -43,6 +43,16 @@ export interface IRunRecord {
  */
 export type KernelDefaults = Record<string, string | boolean | null>;
 
+/**
+ * The spare cluster waiting for the next cell of its shape (started after a local run, shut
+ * down when idle), shown so that nobody takes it for a leaked one.
+ */
+export interface ISpareCluster {
+  state: 'starting' | 'ready';
+  /** e.g. "spare cluster: 2 workers × 1 thread, ready · shuts down after 10 min idle" */
+  text: string;
+}
+
 export type Request =
   { type: 'hello'; request_id: string } | { type: 'runs'; request_id: string };
 
@@ -59,8 +69,11 @@ export type Reply =
       request_id: string | null;
       runs: IRunRecord[];
       defaults?: KernelDefaults;
+      /** Present while there is a spare cluster. */
+      spare?: ISpareCluster;
     }
   | { type: 'defaults'; request_id: null; defaults: KernelDefaults }
+  | { type: 'spare'; request_id: null; spare: ISpareCluster | null }
   | { type: 'error'; request_id: string | null; message: string };
 
 /** Whether a comm message is one of ours (the kernel side is trusted, but typed at the edge). */
@@ -76,5 +89,24 @@ export function isReply(data: unknown): data is Reply {
     const defaults = (data as { defaults?: unknown }).defaults;
     return typeof defaults === 'object' && defaults !== null;
   }
+  if (type === 'spare') {
+    // null: the spare is gone
+    return typeof (data as { spare?: unknown }).spare === 'object';
+  }
   return type === 'hello' || type === 'error';
+}
+
+/** The spare cluster after `reply`: a `runs` message without one means there is none. */
+export function spareAfter(
+  current: ISpareCluster | null,
+  reply: Reply
+): ISpareCluster | null {
+  switch (reply.type) {
+    case 'runs':
+      return reply.spare ?? null;
+    case 'spare':
+      return reply.spare;
+    default:
+      return current;
+  }
 }

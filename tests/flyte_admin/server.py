@@ -135,16 +135,21 @@ def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
             fields = _key_fields(request)
         except Exception as exc:  # never let the log break an answer
             fields = {"unloggable": repr(exc)}
+        start = time.perf_counter()
+
+        def call(code: str) -> Call:
+            return Call(name, fields, code, start, time.perf_counter() - start)
+
         try:
             response = method(self, request, context)
         except _Reject as reject:
-            self._log(Call(name, fields, reject.code.name))
+            self._log(call(reject.code.name))
             context.abort(reject.code, reject.message)
         except Exception as exc:  # a bug in the stand-in: say so loudly, as INTERNAL
             _logger.exception("Flyte Admin stand-in: %s failed", name)
-            self._log(Call(name, fields, "INTERNAL"))
+            self._log(call("INTERNAL"))
             context.abort(grpc.StatusCode.INTERNAL, f"stand-in error: {exc!r}")
-        self._log(Call(name, fields, "OK"))
+        self._log(call("OK"))
         return response
 
     wrapper._standin_rpc = True  # type: ignore[attr-defined]

@@ -41,6 +41,10 @@ class Call:
     method: str
     fields: dict[str, Any]
     code: str = "OK"  # grpc.StatusCode name: OK, ALREADY_EXISTS, NOT_FOUND, INVALID_ARGUMENT, ...
+    #: When the stand-in started answering (``time.perf_counter()``) and for how many seconds:
+    #: the stand-in's own share of a client's time (bench/bench_remote.py).
+    at: float = 0.0
+    seconds: float = 0.0
 
     def __repr__(self) -> str:
         return f"Call({self.method}, {self.fields}, {self.code})"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import time
 import uuid
 from typing import Any
 from urllib.parse import urlparse
@@ -22,8 +23,9 @@ SECRET_KEY = "standin-secret-key"
 REGION = "us-east-1"
 
 
-def _quiet_moto_server(ip_address: str) -> Any:
-    """moto's ThreadedMotoServer without its per-request access log on stderr."""
+def _quiet_moto_server(ip_address: str, timed: list[tuple[float, float]]) -> Any:
+    """moto's ThreadedMotoServer without its per-request access log on stderr; ``timed`` gets
+    (``time.perf_counter()`` at the start, seconds) of every request it answered."""
     from moto.server import (  # type: ignore[attr-defined]
         DomainDispatcherApplication,
         MotoRequestHandler,
@@ -36,9 +38,17 @@ def _quiet_moto_server(ip_address: str) -> Any:
         def log_request(self, *args: Any, **kwargs: Any) -> None:
             pass
 
+    class TimedApp(DomainDispatcherApplication):  # type: ignore[misc]
+        def __call__(self, environ: Any, start_response: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return list(super().__call__(environ, start_response))
+            finally:
+                timed.append((start, time.perf_counter() - start))
+
     class QuietServer(ThreadedMotoServer):
         def _server_entry(self) -> None:
-            app = DomainDispatcherApplication(create_backend_app)
+            app = TimedApp(create_backend_app)
             self._server = make_server(
                 self._ip_address, self._port, app, True, request_handler=QuietHandler
             )
@@ -52,7 +62,10 @@ class S3Store:
     """One bucket on a private moto S3 server bound to 127.0.0.1 on a free port."""
 
     def __init__(self) -> None:
-        self._server = _quiet_moto_server("127.0.0.1")
+        #: (``time.perf_counter()`` at the start, seconds) of every S3 request answered: the
+        #: store's own share of a client's time (bench/bench_remote.py).
+        self.request_times: list[tuple[float, float]] = []
+        self._server = _quiet_moto_server("127.0.0.1", self.request_times)
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"

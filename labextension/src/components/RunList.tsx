@@ -2,7 +2,7 @@
 import * as React from 'react';
 
 import { ConnectionState } from '../kernelRuns';
-import { IRunRecord } from '../protocol';
+import { IRunRecord, ISpareCluster } from '../protocol';
 import {
   cacheOf,
   errorText,
@@ -18,6 +18,8 @@ import {
 export interface IRunListProps {
   state: ConnectionState;
   runs: readonly IRunRecord[];
+  /** The spare cluster waiting for the next cell, shown under the runs. */
+  spare?: ISpareCluster | null;
   message: string;
   onLoad: () => void;
   /** The route URL of a run's saved report, or null. */
@@ -117,6 +119,19 @@ function Run(props: {
   );
 }
 
+function SpareCluster(props: { spare: ISpareCluster }): JSX.Element {
+  return (
+    <p
+      className="jp-FlyteDask-note jp-FlyteDask-spare"
+      data-role="spare-cluster"
+      data-state={props.spare.state}
+      title="Started after the last local run for the next cell of its shape, which then starts at once; %flyte_dask_config --spare-cluster off turns it off"
+    >
+      {props.spare.text}
+    </p>
+  );
+}
+
 export function RunList(props: IRunListProps): JSX.Element {
   const { state, runs, message } = props;
   switch (state) {
@@ -161,24 +176,26 @@ export function RunList(props: IRunListProps): JSX.Element {
         </div>
       );
     case 'ready':
-      if (!runs.length) {
-        return (
-          <p className="jp-FlyteDask-note">
-            No %%flyte_dask runs in this kernel yet.
-          </p>
-        );
-      }
       return (
-        <ul className="jp-FlyteDask-runs">
-          {newestFirst(runs).map(run => (
-            <Run
-              key={runKey(run)}
-              run={run}
-              reportUrl={props.reportUrl(run)}
-              onDashboard={props.onDashboard}
-            />
-          ))}
-        </ul>
+        <>
+          {runs.length ? (
+            <ul className="jp-FlyteDask-runs">
+              {newestFirst(runs).map(run => (
+                <Run
+                  key={runKey(run)}
+                  run={run}
+                  reportUrl={props.reportUrl(run)}
+                  onDashboard={props.onDashboard}
+                />
+              ))}
+            </ul>
+          ) : (
+            <p className="jp-FlyteDask-note">
+              No %%flyte_dask runs in this kernel yet.
+            </p>
+          )}
+          {props.spare && <SpareCluster spare={props.spare} />}
+        </>
       );
   }
 }
