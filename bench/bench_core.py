@@ -59,9 +59,13 @@ def bench_load(repeat: int) -> None:
 
 
 def raw_run(code: str, namespace: dict, workers: int) -> None:
-    """The same code without the magic: a LocalCluster started and closed the same way."""
+    """The same code without the magic: a LocalCluster started and closed the same way, and let
+    go as the magic lets its own go (distributed's dashboard keeps every closed cluster alive
+    otherwise, ``dask_monitor.forget_closed_cluster``, and the baseline would age the kernel)."""
     import dask
     from distributed import LocalCluster
+
+    from dask_flyte_jupyter.backends.dask_monitor import forget_closed_cluster
 
     with (
         LocalCluster(
@@ -77,6 +81,7 @@ def raw_run(code: str, namespace: dict, workers: int) -> None:
         scope = dict(namespace)
         exec(compile(code, "<raw>", "exec"), scope)
         scope["client"].close()
+    forget_closed_cluster(cluster)
 
 
 def timed(fn) -> float:

@@ -41,37 +41,11 @@ import time
 import tracemalloc
 from typing import Any
 
-from bench_core import TINY
+from bench_core import TINY, raw_run
 from notebook_shell import notebook_shell
 
 LINE = "--workers 1"
 TARGET = 0.05
-
-
-def raw_run(code: str, namespace: dict[str, Any], workers: int) -> None:
-    """bench_core's raw dask, except that the closed scheduler is let go: distributed's dashboard
-    keeps every closed cluster alive otherwise (``dask_monitor.forget_closed_cluster``), and the
-    raw runs' leftovers would age this kernel too."""
-    import dask
-    from distributed import LocalCluster
-
-    from dask_flyte_jupyter.backends.dask_monitor import forget_closed_cluster
-
-    with (
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address="127.0.0.1:0",
-            host="127.0.0.1",
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        dask.config.set({"scheduler-address": cluster.scheduler_address}),
-    ):
-        scope = dict(namespace)
-        exec(compile(code, "<raw>", "exec"), scope)
-        scope["client"].close()
-    forget_closed_cluster(cluster)
 
 
 def rss_mib() -> float:
